@@ -1,1 +1,42 @@
-//! qvisor-caps.
+//! qvisor-caps: what a QEMU binary can do.
+//!
+//! The central type is [`QemuCaps`], the capabilities of one QEMU binary as
+//! libvirt 9.0 records them in its capability cache (`<qemuCaps>` documents,
+//! e.g. `caps_8.0.0.x86_64.xml`). It holds the [`Flag`] set (libvirt's flag
+//! names), the version, the architecture, and per accelerator ([`Accel`]) the
+//! machine types, CPU models and host-CPU expansion, plus SEV/SGX/Hyper-V/GIC
+//! platform data.
+//!
+//! # Loading a cache file (conformance mode)
+//!
+//! ```no_run
+//! use qvisor_caps::{Accel, Flag, QemuCaps};
+//!
+//! let caps = QemuCaps::load_cache_file("caps_8.0.0.x86_64.xml")?;
+//! assert!(caps.has(Flag::BlockdevReopen));
+//! let version: u32 = caps.version(); // 7002050 for 7.2.50
+//! let machine = caps.default_machine(Accel::Kvm).unwrap(); // pc-i440fx-8.0
+//! let q35 = caps.machine(Accel::Kvm, "q35").unwrap(); // alias lookup
+//! let ram_id = q35.default_ram_id.as_deref(); // Some("pc.q35.ram")
+//! let cpu = caps.cpu_model(Accel::Kvm, "Skylake-Client");
+//! # let _ = (version, machine, ram_id, cpu);
+//! # Ok::<(), qvisor_caps::Error>(())
+//! ```
+//!
+//! Extra flags (a per-case `caps_add_flags`, or `<qemu:capabilities>`) are
+//! names: `Flag::from_name("sev-guest")` then `caps.set(flag)`.
+//! `caps.to_cache_xml()` writes the document back in libvirt's exact layout.
+//!
+//! Accelerators map to domain types with [`Accel::from_virt_type`]
+//! (`kvm` → KVM, `qemu` → TCG, `hvf` → HVF);
+//! [`QemuCaps::supports_virt_type`] says whether the binary supports one.
+
+mod cache_xml;
+mod error;
+pub mod flags;
+mod model;
+pub mod xmltree;
+
+pub use error::{Error, Result};
+pub use flags::{Flag, FlagSet, FLAG_COUNT};
+pub use model::*;
