@@ -1,1 +1,10 @@
-//! qvisor core.
+//! qvisor core: the supervisor, the driver and the front ends of qvisor.
+//!
+//! Data flows one way: front ends (the `qvisor` CLI, the `qvisord` RPC server,
+//! the embedding API) → the driver (connections, domain actors, the per-domain
+//! plugin pipeline) → the pure libraries it uses (`qvisor-domain`,
+//! `qvisor-caps`, `qvisor-cmdline`, `qvisor-conf`) and the QMP monitor.
+
+pub mod cli;
+pub mod connection;
+pub mod plugins;
