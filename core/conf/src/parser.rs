@@ -145,13 +145,11 @@ pub enum Error {
 }
 
 impl Error {
-    /// The libvirt error code (`virErrorNumber`) this error maps to.
-    pub fn libvirt_code(&self) -> i32 {
+    /// The libvirt error code this error maps to.
+    pub fn code(&self) -> crate::ErrorCode {
         match self {
-            // VIR_ERR_SYSTEM_ERROR
-            Error::Read { .. } | Error::TooLarge { .. } => 38,
-            // VIR_ERR_CONF_SYNTAX
-            Error::Syntax { .. } => 33,
+            Error::Read { .. } | Error::TooLarge { .. } => crate::ErrorCode::SystemError,
+            Error::Syntax { .. } => crate::ErrorCode::ConfSyntax,
         }
     }
 }
