@@ -3,15 +3,22 @@
 //! - [`parser`]: libvirt's configuration-file syntax (`virconf`).
 //! - [`qemu`]: [`QemuConf`], every key of libvirt 9.0's `qemu.conf`, typed,
 //!   with libvirt's defaults for the system, session and embedded drivers.
+//! - [`uri`]: connection URIs ([`ConnectUri`]) and the default-URI rule.
+//! - [`env`]: the [`Environment`] (uid, home, XDG variables) the above
+//!   depend on, as a value so everything is testable.
 //!
 //! Nothing here starts a process, opens a socket or talks to QEMU.
 
 use std::path::PathBuf;
 
+pub mod env;
 pub mod parser;
 pub mod qemu;
+pub mod uri;
 
+pub use env::Environment;
 pub use qemu::QemuConf;
+pub use uri::ConnectUri;
 
 /// Which driver instance a configuration belongs to, as libvirt's QEMU
 /// driver distinguishes them.
