@@ -77,6 +77,13 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
         }
     })?;
     let found = header.version_strings().version.to_string();
+    if !same_abi_epoch(SDK_VERSION, &found) {
+        return Err(LoadError::IncompatibleSdk {
+            path: path.to_path_buf(),
+            expected: SDK_VERSION.to_string(),
+            found,
+        });
+    }
     let module = header.init_root_module::<PluginModRef>().map_err(|e| {
         tracing::debug!(plugin = %path.display(), "root module rejected: {e}");
         classify(path, &found, e)
@@ -85,6 +92,24 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
         module,
         sdk_version: found,
     })
+}
+
+/// Whether two SDK versions can talk: same major, and for `0.y.z` the same `y`
+/// (abi_stable's rule; `z` only grows by compatible additions). abi_stable
+/// itself accepts a plugin built against a *newer* `0.y` and only then fails
+/// on layout; checking first gives the clearer error.
+fn same_abi_epoch(ours: &str, theirs: &str) -> bool {
+    let epoch = |v: &str| {
+        let mut it = v.split('.');
+        let major = it.next().unwrap_or("").to_string();
+        let minor = it.next().unwrap_or("").to_string();
+        if major == "0" {
+            (major, minor)
+        } else {
+            (major, String::new())
+        }
+    };
+    epoch(ours) == epoch(theirs)
 }
 
 fn classify(path: &Path, found: &str, e: LibraryError) -> LoadError {
@@ -109,5 +134,19 @@ fn classify(path: &Path, found: &str, e: LibraryError) -> LoadError {
             path,
             reason: first_line(&other.to_string()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_epoch_follows_semver_with_zero_minor_as_major() {
+        assert!(same_abi_epoch("0.1.0", "0.1.7"));
+        assert!(!same_abi_epoch("0.1.0", "0.2.0"));
+        assert!(!same_abi_epoch("0.2.0", "0.1.0"));
+        assert!(same_abi_epoch("1.2.0", "1.0.3"));
+        assert!(!same_abi_epoch("1.0.0", "2.0.0"));
     }
 }
