@@ -1,1 +1,50 @@
-//! qvisor-domain.
+//! qvisor-domain: libvirt's domain XML as a typed model.
+//!
+//! The pipeline mirrors libvirt's:
+//!
+//! 1. [`parse`] reads a document into a [`Domain`] (libvirt's
+//!    `virDomainDefParse`), rejecting malformed values with libvirt's messages.
+//! 2. [`expand`] fills in what libvirt's post-parse step adds for the inactive
+//!    definition (default machine, implicit controllers and devices, PCI and
+//!    drive addresses, MAC addresses, UUID), driven by the QEMU capabilities.
+//! 3. [`validate`] rejects configurations libvirt refuses.
+//! 4. [`format`] writes the definition back in libvirt's layout
+//!    ([`FormatOptions`] chooses inactive/live and secure output).
+//! 5. [`assign_aliases`] gives every device its QEMU id (`virtio-disk0`,
+//!    `net0`, ...) as libvirt does when it starts a domain; the command-line
+//!    builder calls it on a copy of the expanded definition.
+//!
+//! ```
+//! let xml = "<domain type='kvm'><name>a</name><memory>1024</memory>\
+//!            <os><type>hvm</type></os></domain>";
+//! let def = qvisor_domain::parse(xml, qvisor_domain::ParseOptions { inactive: true }).unwrap();
+//! assert_eq!(def.name, "a");
+//! let out = qvisor_domain::format(&def, &qvisor_domain::FormatOptions::inactive_secure());
+//! assert!(out.contains("<memory unit='KiB'>1024</memory>"));
+//! ```
+
+pub mod address;
+pub mod common;
+pub mod devices;
+pub mod domain;
+pub mod error;
+pub mod qemu_ns;
+pub mod xml;
+
+pub use address::{Address, DeviceInfo, DriveAddress, PciAddress};
+pub use common::{CpuSet, OnOff, StrEnum, Uuid, YesNo};
+pub use devices::*;
+pub use domain::*;
+pub use error::{Error, Result};
+pub use qemu_ns::{DeprecationBehavior, DeviceOverride, PropertyValue, QemuNamespace};
+
+/// Parses a domain XML document.
+pub fn parse(text: &str, opts: ParseOptions) -> Result<Domain> {
+    let root = xml::parse_document(text)?;
+    Domain::from_element(root, opts)
+}
+
+/// Formats a domain definition as XML text in libvirt's layout.
+pub fn format(def: &Domain, opts: &FormatOptions) -> String {
+    def.to_element(opts).to_xml_string()
+}
