@@ -31,10 +31,12 @@
 //! (`kvm` → KVM, `qemu` → TCG, `hvf` → HVF);
 //! [`QemuCaps::supports_virt_type`] says whether the binary supports one.
 
+pub mod arch;
 mod cache_xml;
 mod error;
 pub mod flags;
 mod model;
+pub mod probe;
 pub mod xmltree;
 
 pub use error::{Error, Result};
