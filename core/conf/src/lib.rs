@@ -4,6 +4,8 @@
 //! - [`qemu`]: [`QemuConf`], every key of libvirt 9.0's `qemu.conf`, typed,
 //!   with libvirt's defaults for the system, session and embedded drivers.
 //! - [`uri`]: connection URIs ([`ConnectUri`]) and the default-URI rule.
+//! - [`paths`]: [`DriverPaths`], the directory trees of the system, session
+//!   and embedded drivers, creating them, and the UNIX socket length check.
 //! - [`env`]: the [`Environment`] (uid, home, XDG variables) the above
 //!   depend on, as a value so everything is testable.
 //!
@@ -13,10 +15,12 @@ use std::path::PathBuf;
 
 pub mod env;
 pub mod parser;
+pub mod paths;
 pub mod qemu;
 pub mod uri;
 
 pub use env::Environment;
+pub use paths::DriverPaths;
 pub use qemu::QemuConf;
 pub use uri::ConnectUri;
 
