@@ -6,10 +6,46 @@
 //! - [`uri`]: connection URIs ([`ConnectUri`]) and the default-URI rule.
 //! - [`paths`]: [`DriverPaths`], the directory trees of the system, session
 //!   and embedded drivers, creating them, and the UNIX socket length check.
-//! - [`env`]: the [`Environment`] (uid, home, XDG variables) the above
+//! - [`env`](mod@env): the [`Environment`] (uid, home, XDG variables) the above
 //!   depend on, as a value so everything is testable.
 //!
 //! Nothing here starts a process, opens a socket or talks to QEMU.
+//!
+//! How a driver opens, end to end:
+//!
+//! ```
+//! use qvisor_conf::{ConnectUri, DriverPaths, Environment, QemuConf};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Tests build the environment; a program uses Environment::from_process().
+//! let env = Environment {
+//!     uid: 1000,
+//!     gid: 1000,
+//!     home: Some("/home/u".into()),
+//!     ..Environment::default()
+//! };
+//! let uri = ConnectUri::parse("qemu:///embed?root=/srv/vms", env.is_root())?;
+//! // Refuses a relative root or one too long for the driver's sockets.
+//! let mut paths = DriverPaths::new(&uri.mode, &env)?;
+//! assert_eq!(paths.qemu_conf, std::path::Path::new("/srv/vms/etc/qemu.conf"));
+//!
+//! // In a program: paths.load_qemu_conf()? reads paths.qemu_conf.
+//! let loaded = QemuConf::from_str(
+//!     "/srv/vms/etc/qemu.conf",
+//!     "vnc_listen = \"0.0.0.0\"\nmax_files = 8192\nvnc_tsl = 1\n",
+//!     &paths.mode,
+//!     paths.privileged,
+//! )?;
+//! assert_eq!(loaded.conf.vnc_listen, "0.0.0.0");
+//! assert_eq!(
+//!     loaded.warnings[0].to_string(),
+//!     "/srv/vms/etc/qemu.conf:3:1: unknown setting 'vnc_tsl' ignored (did you mean 'vnc_tls'?)"
+//! );
+//! paths.apply_conf(&loaded.conf);
+//! // paths.create_tree()? would now make ROOT/{etc,log,run,cache,lib}/...
+//! # Ok(())
+//! # }
+//! ```
 
 use std::path::PathBuf;
 

@@ -402,6 +402,12 @@ impl DriverPaths {
         self.default_tls_dir = conf.default_tls_x509_cert_dir.clone();
     }
 
+    /// Loads this driver's `qemu.conf` ([`DriverPaths::qemu_conf`]; a
+    /// missing file gives libvirt's defaults).
+    pub fn load_qemu_conf(&self) -> crate::qemu::Result<crate::qemu::Loaded> {
+        QemuConf::load(&self.qemu_conf, &self.mode, self.privileged)
+    }
+
     /// libvirt's short name of a domain: `ID-` and the first 20 characters
     /// of its name.
     pub fn short_name(id: u32, name: &str) -> String {

@@ -253,6 +253,45 @@ pub const DEFAULT_SYSTEM_USER: &str = "root";
 /// The group QEMU runs as under the system driver (`QEMU_GROUP`).
 pub const DEFAULT_SYSTEM_GROUP: &str = "root";
 
+/// The hugetlbfs mount points listed in `/proc/mounts`-format text, in
+/// order: what a privileged driver uses when `hugetlbfs_mount` is unset.
+/// (Octal escapes such as `\040` for a space are decoded.)
+pub fn hugetlbfs_mounts_from(proc_mounts: &str) -> Vec<PathBuf> {
+    proc_mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_ascii_whitespace();
+            let (_, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            (fstype == "hugetlbfs").then(|| PathBuf::from(decode_mount_field(dir)))
+        })
+        .collect()
+}
+
+/// Undoes the kernel's `\ooo` escaping of mount fields.
+fn decode_mount_field(field: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| b == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0')));
+        match octal.and_then(|v| u8::try_from(v).ok()) {
+            Some(v) => {
+                out.push(v);
+                i += 4;
+            }
+            None => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
 /// A user or group as `qemu.conf` names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum IdSpec {
@@ -468,7 +507,6 @@ pub struct TlsConfig {
 /// derives a value, or the feature is off); see the accessor methods for
 /// the derived values ([`QemuConf::tls`], [`QemuConf::firmwares`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub struct QemuConf {
     // --- default TLS
     /// Default `/etc/pki/qemu` (`ROOT/etc/pki/qemu` when embedded).
@@ -2522,6 +2560,41 @@ mod tests {
             conf.as_ref().and_then(|c| c.origin().map(str::to_owned)),
             Some(path.display().to_string())
         );
+    }
+
+    #[test]
+    fn hugetlbfs_mounts_are_found_in_proc_mounts() {
+        let text = "sysfs /sys sysfs rw 0 0\n\
+                    hugetlbfs /dev/hugepages hugetlbfs rw,relatime,pagesize=2M 0 0\n\
+                    none /mnt/huge\\0401G hugetlbfs rw,pagesize=1024M 0 0\n\
+                    garbage\n";
+        assert_eq!(
+            hugetlbfs_mounts_from(text),
+            vec![
+                PathBuf::from("/dev/hugepages"),
+                PathBuf::from("/mnt/huge 1G")
+            ]
+        );
+    }
+
+    #[test]
+    fn mutated_sample_files_never_panic() {
+        let mut x: u64 = 0x1234_5678;
+        let bytes = SAMPLE.as_bytes();
+        for _ in 0..800 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut text = bytes.to_vec();
+            for k in 0..4 {
+                let at = ((x >> (k * 16)) as usize) % text.len().max(1);
+                if let Some(b) = text.get_mut(at) {
+                    *b = b"01-\"[]#,\n x"[(x as usize >> 3) % 11];
+                }
+            }
+            let text = String::from_utf8_lossy(&text);
+            let _ = QemuConf::from_str("fuzz", &text, &Mode::Session, false);
+        }
     }
 
     #[test]
