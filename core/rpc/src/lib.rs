@@ -12,6 +12,7 @@
 //!   [`Handler`] the driver implements. It knows nothing about domains.
 
 pub mod call;
+pub mod client;
 pub mod error;
 pub mod frame;
 pub mod procedures;
@@ -19,9 +20,14 @@ pub mod procedures;
 pub mod qemu;
 #[path = "generated/remote.rs"]
 pub mod remote;
+pub mod server;
 pub mod xdr;
 
 pub use call::{error_frame, Call, EventMessage, Req, Response};
 pub use error::{ErrorCode, ErrorDomain, ErrorLevel, RemoteError};
 pub use frame::{Header, MessageStatus, MessageType, Program};
 pub use procedures::{procedure, procedure_by_name, qemu_proc, remote_proc, ProcedureInfo};
+pub use server::{
+    EventSender, Handler, Peer, PeerPolicy, Server, ServerConfig, ServerHandle, Service,
+    SocketConfig,
+};

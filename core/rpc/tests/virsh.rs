@@ -1,0 +1,220 @@
+//! The stock `virsh` (libvirt-clients 9.0) against this transport with a tiny handler:
+//! proves the connection handshake, replies, errors and events work with libvirt's own
+//! client library. Skipped, with a printed reason, when virsh is not installed.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::TestServer;
+use qvisor_rpc::remote::{DomainEventCallbackLifecycleMsg, DomainEventLifecycleMsg, NonnullDomain};
+
+fn virsh_available() -> bool {
+    let found = Command::new("virsh").arg("--version").output().is_ok();
+    if !found {
+        eprintln!("SKIPPED: virsh is not installed (apt install libvirt-clients)");
+    }
+    found
+}
+
+fn uri(socket: &Path) -> String {
+    format!("qemu+unix:///system?socket={}", socket.display())
+}
+
+/// Runs virsh with a hard time limit, without the user's config or default URI.
+fn virsh(socket: &Path, args: &[&str]) -> Output {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("virsh")
+        .arg("-c")
+        .arg(uri(socket))
+        .args(args)
+        .env_remove("LIBVIRT_DEFAULT_URI")
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .unwrap();
+    eprintln!(
+        "virsh {args:?}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const HANDSHAKE: [&str; 6] = [
+    "REMOTE_PROC_AUTH_LIST",
+    "REMOTE_PROC_CONNECT_OPEN",
+    "REMOTE_PROC_CONNECT_SUPPORTS_FEATURE",
+    "REMOTE_PROC_CONNECT_SUPPORTS_FEATURE",
+    "REMOTE_PROC_CONNECT_REGISTER_CLOSE_CALLBACK",
+    "REMOTE_PROC_CONNECT_UNREGISTER_CLOSE_CALLBACK",
+];
+
+#[test]
+fn virsh_version_completes_the_handshake() {
+    if !virsh_available() {
+        return;
+    }
+    let server = TestServer::start();
+    let out = virsh(&server.rw, &["version", "--daemon"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("Using API: QEMU 9.0.0"), "{text}");
+    assert!(text.contains("Running hypervisor: QEMU 7.2.0"), "{text}");
+    assert!(text.contains("Running against daemon: 9.0.0"), "{text}");
+    server.wait_for("the client to leave", |s| s.disconnected.len() == 1);
+    let seen = server.seen();
+    // KEEPALIVE's feature query is answered by the transport, the rest by the handler.
+    for name in HANDSHAKE {
+        assert!(
+            seen.calls.contains(&name),
+            "{name} missing from {:?}",
+            seen.calls
+        );
+    }
+    assert_eq!(seen.calls.last(), Some(&"REMOTE_PROC_CONNECT_CLOSE"));
+    assert_eq!(seen.calls.first(), Some(&"REMOTE_PROC_AUTH_LIST"));
+    let peer = &seen.peers[0];
+    assert_eq!(peer.uid, nix::unistd::geteuid().as_raw());
+    assert!(peer.pid > 0);
+    assert!(!peer.read_only);
+}
+
+#[test]
+fn virsh_uri_and_hostname() {
+    if !virsh_available() {
+        return;
+    }
+    let server = TestServer::start();
+    let out = virsh(&server.rw, &["uri"]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim(), uri(&server.rw));
+    let out = virsh(&server.rw, &["hostname"]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim(), "qvisor-test-host");
+    assert!(server
+        .seen()
+        .calls
+        .contains(&"REMOTE_PROC_CONNECT_GET_HOSTNAME"));
+}
+
+#[test]
+fn handler_errors_and_unsupported_calls_reach_virsh_and_keep_the_connection() {
+    if !virsh_available() {
+        return;
+    }
+    let server = TestServer::start();
+    // One virsh process, one connection: an error, an unsupported call, then a call
+    // that must still work on the same connection.
+    let out = virsh(
+        &server.rw,
+        &["dominfo vm1; domxml-from-native qemu-argv /dev/null; hostname"],
+    );
+    let err = stderr(&out);
+    assert!(err.contains("error: failed to get domain 'vm1'"), "{err}");
+    assert!(
+        err.contains("this function is not supported by the connection driver: virConnectDomainXMLFromNative"),
+        "{err}"
+    );
+    assert!(stdout(&out).contains("qvisor-test-host"));
+    server.wait_for("the client to leave", |s| s.disconnected.len() == 1);
+    assert_eq!(server.seen().peers.len(), 1);
+}
+
+#[test]
+fn read_only_socket_refuses_write_procedures_to_virsh() {
+    if !virsh_available() {
+        return;
+    }
+    let server = TestServer::start();
+    let out = virsh(&server.ro, &["hostname"]);
+    assert!(out.status.success());
+    let xml = server.dir.join("tiny.xml");
+    std::fs::write(&xml, "<domain type='kvm'><name>t</name></domain>").unwrap();
+    let out = virsh(
+        &server.ro,
+        &["domxml-to-native", "qemu-argv", xml.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out)
+            .contains("operation forbidden: read only access prevents virConnectDomainXMLToNative"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(server.seen().peers.iter().all(|p| p.read_only));
+}
+
+#[test]
+fn virsh_event_loop_receives_pushed_lifecycle_events() {
+    if !virsh_available() {
+        return;
+    }
+    let server = TestServer::start();
+    let socket = server.rw.clone();
+    let child =
+        std::thread::spawn(move || virsh(&socket, &["event", "--all", "--loop", "--timeout", "3"]));
+    // virsh registers one callback per domain event id (27 in libvirt 9.0).
+    server.wait_for("the lifecycle registration", |s| {
+        s.registrations.iter().any(|r| r.1 == 0)
+    });
+    let (client, callback) = {
+        let seen = server.seen();
+        let r = seen.registrations.iter().find(|r| r.1 == 0).unwrap();
+        (r.0, r.2)
+    };
+    let sender = server
+        .seen()
+        .senders
+        .iter()
+        .find(|s| s.client() == client)
+        .unwrap()
+        .clone();
+    let dom = NonnullDomain {
+        name: "vm1".into(),
+        uuid: [0x11; 16],
+        id: 3,
+    };
+    for (event, detail) in [(2, 0), (3, 0), (4, 0), (5, 1)] {
+        sender
+            .send(&DomainEventCallbackLifecycleMsg {
+                callback_id: callback,
+                msg: DomainEventLifecycleMsg {
+                    dom: dom.clone(),
+                    event,
+                    detail,
+                },
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.join().unwrap();
+    let text = stdout(&out);
+    for line in [
+        "event 'lifecycle' for domain 'vm1': Started Booted",
+        "event 'lifecycle' for domain 'vm1': Suspended Paused",
+        "event 'lifecycle' for domain 'vm1': Resumed Unpaused",
+        "event 'lifecycle' for domain 'vm1': Stopped Destroyed",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in {text}");
+    }
+    let seen = server.seen();
+    assert_eq!(
+        seen.registrations.iter().filter(|r| r.0 == client).count(),
+        27
+    );
+    assert!(seen
+        .calls
+        .contains(&"REMOTE_PROC_CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY"));
+}
