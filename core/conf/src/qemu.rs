@@ -304,24 +304,45 @@ pub enum IdSpec {
     Name(String),
 }
 
+/// Whether an [`IdSpec`] names a user or a group (for messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdKind {
+    /// A user (`user`, `swtpm_user`).
+    User,
+    /// A group (`group`, `swtpm_group`).
+    Group,
+}
+
+impl IdKind {
+    fn word(self) -> &'static str {
+        match self {
+            IdKind::User => "user",
+            IdKind::Group => "group",
+        }
+    }
+}
+
 impl IdSpec {
-    /// Parses a `user`/`group` value the way libvirt does.
-    pub fn parse(value: &str) -> std::result::Result<Self, String> {
+    /// Parses a `user`/`group` value the way libvirt does: `+N` is the id
+    /// N, anything else a name.
+    pub fn parse(value: &str, kind: IdKind) -> std::result::Result<Self, String> {
         match value.strip_prefix('+') {
             Some(digits) => digits
                 .parse::<u32>()
                 .ok()
                 .filter(|_| digits.bytes().all(|b| b.is_ascii_digit()))
                 .map(IdSpec::Id)
-                .ok_or_else(|| format!("Failed to parse user '{digits}'")),
+                .ok_or_else(|| format!("Failed to parse {} '{digits}'", kind.word())),
             None => Ok(IdSpec::Name(value.to_owned())),
         }
     }
 
     /// Resolves to a numeric id: `lookup` maps a name to an id (`getpwnam`
-    /// or `getgrnam`), `caller` is the id running the driver.
+    /// or `getgrnam`), `caller` is the id running the driver. A name that
+    /// does not exist but is all digits is that id (libvirt's rule).
     pub fn resolve(
         &self,
+        kind: IdKind,
         lookup: impl FnOnce(&str) -> Option<u32>,
         caller: u32,
     ) -> std::result::Result<u32, String> {
@@ -330,7 +351,7 @@ impl IdSpec {
             IdSpec::Id(id) => Ok(*id),
             IdSpec::Name(name) => lookup(name)
                 .or_else(|| name.parse().ok())
-                .ok_or_else(|| format!("Failed to parse user '{name}'")),
+                .ok_or_else(|| format!("Failed to parse {} '{name}'", kind.word())),
         }
     }
 }
@@ -1467,7 +1488,9 @@ impl QemuConf {
                     ));
                 }
             }
-            self.security_driver = Some(names.into_iter().map(|(n, _)| n).collect());
+            // An empty list means the default probe, as in libvirt.
+            self.security_driver =
+                (!names.is_empty()).then(|| names.into_iter().map(|(n, _)| n).collect());
         }
         r.bool(
             "security_default_confined",
@@ -1477,12 +1500,12 @@ impl QemuConf {
             "security_require_confined",
             &mut self.security_require_confined,
         )?;
-        for key in ["user", "group"] {
+        for (key, kind) in [("user", IdKind::User), ("group", IdKind::Group)] {
             let mut value = None;
             r.opt_string(key, &mut value)?;
             if let Some(value) = value {
-                let spec =
-                    IdSpec::parse(&value).map_err(|m| r.invalid(key, ErrorCode::InvalidArg, m))?;
+                let spec = IdSpec::parse(&value, kind)
+                    .map_err(|m| r.invalid(key, ErrorCode::InvalidArg, m))?;
                 match key {
                     "user" => self.user = spec,
                     _ => self.group = spec,
@@ -1539,12 +1562,12 @@ impl QemuConf {
             "clear_emulator_capabilities",
             &mut self.clear_emulator_capabilities,
         )?;
-        for key in ["swtpm_user", "swtpm_group"] {
+        for (key, kind) in [("swtpm_user", IdKind::User), ("swtpm_group", IdKind::Group)] {
             let mut value = None;
             r.opt_string(key, &mut value)?;
             if let Some(value) = value {
-                let spec =
-                    IdSpec::parse(&value).map_err(|m| r.invalid(key, ErrorCode::InvalidArg, m))?;
+                let spec = IdSpec::parse(&value, kind)
+                    .map_err(|m| r.invalid(key, ErrorCode::InvalidArg, m))?;
                 match key {
                     "swtpm_user" => self.swtpm_user = Some(spec),
                     _ => self.swtpm_group = Some(spec),
@@ -2374,6 +2397,11 @@ mod tests {
     }
 
     #[test]
+    fn empty_security_driver_list_means_the_default_probe() {
+        assert_eq!(load("security_driver = [ ]").conf.security_driver, None);
+    }
+
+    #[test]
     fn user_and_group_parse_names_and_plus_ids() {
         let c = load("user = \"+107\"\ngroup = \"kvm\"\n").conf;
         assert_eq!(c.user, IdSpec::Id(107));
@@ -2388,12 +2416,20 @@ mod tests {
     #[test]
     fn id_spec_resolves_names_then_digits() {
         let lookup = |n: &str| (n == "qemu").then_some(107);
-        assert_eq!(IdSpec::Name("qemu".into()).resolve(lookup, 1000), Ok(107));
-        assert_eq!(IdSpec::Name("55".into()).resolve(lookup, 1000), Ok(55));
-        assert_eq!(IdSpec::Caller.resolve(lookup, 1000), Ok(1000));
-        assert!(IdSpec::Name("nobody-here".into())
-            .resolve(lookup, 1000)
-            .is_err());
+        let user = IdKind::User;
+        assert_eq!(
+            IdSpec::Name("qemu".into()).resolve(user, lookup, 1000),
+            Ok(107)
+        );
+        assert_eq!(
+            IdSpec::Name("55".into()).resolve(user, lookup, 1000),
+            Ok(55)
+        );
+        assert_eq!(IdSpec::Caller.resolve(user, lookup, 1000), Ok(1000));
+        assert_eq!(
+            IdSpec::Name("nobody-here".into()).resolve(IdKind::Group, lookup, 1000),
+            Err("Failed to parse group 'nobody-here'".to_owned())
+        );
     }
 
     #[test]
