@@ -1979,6 +1979,21 @@ mod tests {
     }
 
     #[test]
+    fn every_key_of_libvirt_augeas_test_is_known() {
+        // Top-level nodes of test_libvirtd_qemu.aug.in start a line with `{ "`.
+        let test = include_str!("../testdata/test_libvirtd_qemu.aug.in");
+        let keys: Vec<&str> = test
+            .lines()
+            .filter_map(|l| l.strip_prefix("{ \""))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert!(keys.len() > 80, "{}", keys.len());
+        for k in keys {
+            assert!(key_info(k).is_some(), "{k} unknown");
+        }
+    }
+
+    #[test]
     fn every_key_of_the_table_is_read_by_the_loader() {
         let file = ConfFile::default();
         let mut reader = Reader::new(&file);
