@@ -3,6 +3,8 @@
 #[path = "generated/calls.rs"]
 mod calls;
 
+#[doc(hidden)]
+pub use calls::decode_every_type;
 pub use calls::Call;
 
 use std::fmt;

@@ -888,6 +888,18 @@ def gen_types(remote, qemu, out_dir):
     out.append("    }")
     out.append("}")
     out.append("")
+    out.append("/// Tries to decode `body` as every generated type; returns how many accepted it.")
+    out.append("/// For the decoder fuzz test: nothing here may panic on any input.")
+    out.append("#[doc(hidden)]")
+    out.append("pub fn decode_every_type(body: &[u8]) -> usize {")
+    out.append("    let mut ok = 0;")
+    for kind, xname in em.p.order:
+        if xname in needed and kind in ("struct", "union"):
+            out.append("    ok += usize::from(xdr::from_bytes::<crate::%s::%s>(body).is_ok());"
+                       % (em.module_of(xname), em.rust_name(xname)))
+    out.append("    ok")
+    out.append("}")
+    out.append("")
     for mod, number, msg, pname in events:
         prog = "Program::Remote" if mod == "remote" else "Program::Qemu"
         out.append("impl EventMessage for crate::%s::%s {" % (mod, em.rust_name(msg)))

@@ -681,6 +681,344 @@ impl Call {
     }
 }
 
+/// Tries to decode `body` as every generated type; returns how many accepted it.
+/// For the decoder fuzz test: nothing here may panic on any input.
+#[doc(hidden)]
+pub fn decode_every_type(body: &[u8]) -> usize {
+    let mut ok = 0;
+    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullDomain>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullNetwork>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullNwfilter>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullInterface>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullStoragePool>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullNodeDevice>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullSecret>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullDomainSnapshot>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::Error>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::VcpuInfo>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::TypedParamValue>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::TypedParam>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetCpuStats>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetMemoryStats>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectOpenArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectSupportsFeatureArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectSupportsFeatureRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetTypeRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetVersionRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetLibVersionRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetHostnameRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetSysinfoArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetSysinfoRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetUriRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetMaxVcpusArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetMaxVcpusRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetInfoRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetCapabilitiesRet>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::ConnectGetDomainCapabilitiesArgs>(body).is_ok(),
+    );
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::ConnectGetDomainCapabilitiesRet>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetCpuStatsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetCpuStatsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetMemoryStatsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetMemoryStatsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetCellsFreeMemoryArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetCellsFreeMemoryRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetFreeMemoryRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetSchedulerTypeArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetSchedulerTypeRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetPerfEventsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetPerfEventsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainBlockStatsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainBlockStatsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainBlockStatsFlagsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainBlockStatsFlagsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainInterfaceStatsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainInterfaceStatsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainMemoryStatsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainMemoryStat>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainMemoryStatsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetBlockInfoArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetBlockInfoRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListDomainsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListDomainsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectNumOfDomainsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainCreateXmlArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainCreateXmlRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainLookupByIdArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainLookupByIdRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainLookupByUuidArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainLookupByUuidRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainLookupByNameArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainLookupByNameRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSuspendArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainResumeArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainShutdownArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainRebootArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainResetArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDestroyArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDestroyFlagsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetOsTypeArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetOsTypeRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMaxMemoryArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMaxMemoryRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSetMemoryFlagsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetInfoArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetInfoRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetXmlDescArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetXmlDescRet>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::ConnectListDefinedDomainsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListDefinedDomainsRet>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::ConnectNumOfDefinedDomainsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainCreateArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainCreateWithFlagsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainCreateWithFlagsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDefineXmlArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDefineXmlRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDefineXmlFlagsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDefineXmlFlagsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainUndefineArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainUndefineFlagsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainInjectNmiArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSendKeyArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSetVcpusFlagsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetVcpusFlagsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetVcpusFlagsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetVcpuPinInfoArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetVcpuPinInfoRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetEmulatorPinInfoArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetEmulatorPinInfoRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetVcpusArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetVcpusRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMaxVcpusArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMaxVcpusRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIothreadInfo>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetIothreadInfoArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetIothreadInfoRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetSecurityLabelArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetSecurityLabelRet>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::DomainGetSecurityLabelListArgs>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::DomainGetSecurityLabelListRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetSecurityModelRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainAttachDeviceArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainAttachDeviceFlagsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDetachDeviceArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDetachDeviceFlagsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainUpdateDeviceFlagsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetAutostartArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetAutostartRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSetAutostartArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSetMetadataArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMetadataArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMetadataRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetHostnameArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetHostnameRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::AuthListRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventLifecycleMsg>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackLifecycleMsg>(body).is_ok(),
+    );
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::ConnectDomainXmlFromNativeArgs>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::ConnectDomainXmlFromNativeRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectDomainXmlToNativeArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectDomainXmlToNativeRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectIsSecureRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIsActiveArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIsActiveRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIsPersistentArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIsPersistentRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIsUpdatedArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIsUpdatedRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectCompareCpuArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectCompareCpuRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectBaselineCpuArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectBaselineCpuRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetJobInfoArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetJobInfoRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainAbortJobArgs>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::ConnectDomainEventRegisterAnyArgs>(body).is_ok(),
+    );
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::ConnectDomainEventDeregisterAnyArgs>(body).is_ok(),
+    );
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::ConnectDomainEventCallbackRegisterAnyArgs>(body).is_ok(),
+    );
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::ConnectDomainEventCallbackRegisterAnyRet>(body).is_ok(),
+    );
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::ConnectDomainEventCallbackDeregisterAnyArgs>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventRebootMsg>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventCallbackRebootMsg>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventRtcChangeMsg>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackRtcChangeMsg>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventWatchdogMsg>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::DomainEventCallbackWatchdogMsg>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventIoErrorMsg>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::DomainEventCallbackIoErrorMsg>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventIoErrorReasonMsg>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackIoErrorReasonMsg>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventGraphicsAddress>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventGraphicsIdentity>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventGraphicsMsg>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::DomainEventCallbackGraphicsMsg>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventBlockJobMsg>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::DomainEventCallbackBlockJobMsg>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventDiskChangeMsg>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackDiskChangeMsg>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventTrayChangeMsg>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackTrayChangeMsg>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventPmwakeupMsg>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::DomainEventCallbackPmwakeupMsg>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventPmsuspendMsg>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackPmsuspendMsg>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventBalloonChangeMsg>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackBalloonChangeMsg>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventPmsuspendDiskMsg>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackPmsuspendDiskMsg>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainManagedSaveArgs>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::DomainHasManagedSaveImageArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainHasManagedSaveImageRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainManagedSaveRemoveArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSnapshotNumArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSnapshotNumRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSnapshotListNamesArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSnapshotListNamesRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainListAllSnapshotsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainListAllSnapshotsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetStateArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetStateRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventControlErrorMsg>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackControlErrorMsg>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetControlInfoArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetControlInfoRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainShutdownFlagsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllDomainsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllDomainsRet>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::ConnectListAllStoragePoolsArgs>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::ConnectListAllStoragePoolsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllNetworksArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllNetworksRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllInterfacesArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllInterfacesRet>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::ConnectListAllNodeDevicesArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllNodeDevicesRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllNwfiltersArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllNwfiltersRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllSecretsArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllSecretsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetCpuMapArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetCpuMapRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetTimeArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetTimeRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventDeviceRemovedMsg>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackDeviceRemovedMsg>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventBlockJob2Msg>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventBlockThresholdMsg>(body).is_ok());
+    ok +=
+        usize::from(xdr::from_bytes::<crate::remote::DomainEventCallbackTunableMsg>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackDeviceAddedMsg>(body).is_ok(),
+    );
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::ConnectEventConnectionClosedMsg>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetCpuModelNamesArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetCpuModelNamesRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainStatsRecord>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetAllDomainStatsArgs>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackAgentLifecycleMsg>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetAllDomainStatsRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIpAddr>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainInterface>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainInterfaceAddressesArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainInterfaceAddressesRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainRenameArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainRenameRet>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackMigrationIterationMsg>(body).is_ok(),
+    );
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackJobCompletedMsg>(body).is_ok(),
+    );
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackDeviceRemovalFailedMsg>(body).is_ok(),
+    );
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventCallbackMetadataChangeMsg>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventMemoryFailureMsg>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetGuestInfoArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetGuestInfoRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMessagesArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMessagesRet>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::remote::DomainEventMemoryDeviceSizeChangeMsg>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::qemu::DomainMonitorCommandArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::qemu::DomainMonitorCommandRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::qemu::DomainAttachArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::qemu::DomainAttachRet>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::qemu::DomainAgentCommandArgs>(body).is_ok());
+    ok += usize::from(xdr::from_bytes::<crate::qemu::DomainAgentCommandRet>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::qemu::ConnectDomainMonitorEventRegisterArgs>(body).is_ok(),
+    );
+    ok += usize::from(
+        xdr::from_bytes::<crate::qemu::ConnectDomainMonitorEventRegisterRet>(body).is_ok(),
+    );
+    ok += usize::from(
+        xdr::from_bytes::<crate::qemu::ConnectDomainMonitorEventDeregisterArgs>(body).is_ok(),
+    );
+    ok += usize::from(xdr::from_bytes::<crate::qemu::DomainMonitorEventMsg>(body).is_ok());
+    ok += usize::from(
+        xdr::from_bytes::<crate::qemu::DomainMonitorCommandWithFilesArgs>(body).is_ok(),
+    );
+    ok +=
+        usize::from(xdr::from_bytes::<crate::qemu::DomainMonitorCommandWithFilesRet>(body).is_ok());
+    ok
+}
+
 impl EventMessage for crate::remote::DomainEventCallbackLifecycleMsg {
     /// `REMOTE_PROC_DOMAIN_EVENT_CALLBACK_LIFECYCLE`
     const PROCEDURE: (Program, i32) = (Program::Remote, 318);
