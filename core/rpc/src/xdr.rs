@@ -510,6 +510,37 @@ impl XdrDecode for () {
     }
 }
 
+/// A C string as libvirt sends it in a `char name<N>` field: its bytes and a NUL.
+///
+/// ```
+/// assert_eq!(qvisor_rpc::xdr::c_chars("ab"), [97, 98, 0]);
+/// ```
+pub fn c_chars(s: &str) -> Vec<i8> {
+    s.bytes()
+        .map(|b| b as i8)
+        .chain(std::iter::once(0))
+        .collect()
+}
+
+/// A C string in a fixed `char name[N]` field, NUL-padded (cut to `N - 1` bytes).
+pub fn c_char_array<const N: usize>(s: &str) -> [i8; N] {
+    let mut out = [0i8; N];
+    for (slot, b) in out.iter_mut().zip(s.bytes().take(N.saturating_sub(1))) {
+        *slot = b as i8;
+    }
+    out
+}
+
+/// The text of a C string from a `char` field, up to its first NUL.
+pub fn c_chars_to_string(chars: &[i8]) -> String {
+    let bytes: Vec<u8> = chars
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&b| b != 0)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -680,5 +711,13 @@ mod tests {
                 needed: 5
             })
         );
+    }
+
+    #[test]
+    fn c_char_helpers_round_trip_and_pad() {
+        assert_eq!(c_chars_to_string(&c_chars("apparmor")), "apparmor");
+        let model: [i8; 8] = c_char_array("x86_64_long_name");
+        assert_eq!(c_chars_to_string(&model), "x86_64_");
+        assert_eq!(model[7], 0);
     }
 }

@@ -119,10 +119,13 @@ fn handler_errors_and_unsupported_calls_reach_virsh_and_keep_the_connection() {
     // that must still work on the same connection.
     let out = virsh(
         &server.rw,
-        &["dominfo vm1; domxml-from-native qemu-argv /dev/null; hostname"],
+        &["dominfo nosuch; domxml-from-native qemu-argv /dev/null; hostname"],
     );
     let err = stderr(&out);
-    assert!(err.contains("error: failed to get domain 'vm1'"), "{err}");
+    assert!(
+        err.contains("error: failed to get domain 'nosuch'"),
+        "{err}"
+    );
     assert!(
         err.contains("this function is not supported by the connection driver: virConnectDomainXMLFromNative"),
         "{err}"
@@ -217,4 +220,101 @@ fn virsh_event_loop_receives_pushed_lifecycle_events() {
     assert!(seen
         .calls
         .contains(&"REMOTE_PROC_CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY"));
+}
+
+/// Collapses runs of spaces so column alignment does not matter.
+fn squeeze(s: &str) -> String {
+    s.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn virsh_domain_commands_decode_the_typed_replies() {
+    if !virsh_available() {
+        return;
+    }
+    let server = TestServer::start();
+    let list = squeeze(&stdout(&virsh(&server.rw, &["list", "--all"])));
+    assert!(list.contains("Id Name State"), "{list}");
+    assert!(list.contains("3 vm1 running"), "{list}");
+
+    let info = squeeze(&stdout(&virsh(&server.rw, &["dominfo", "vm1"])));
+    for line in [
+        "Id: 3",
+        "Name: vm1",
+        "UUID: 11111111-2222-3333-4444-555555555555",
+        "OS Type: hvm",
+        "State: running",
+        "CPU(s): 2",
+        "CPU time: 1.5s",
+        "Max memory: 1048576 KiB",
+        "Used memory: 524288 KiB",
+        "Persistent: yes",
+        "Autostart: disable",
+        "Managed save: no",
+        "Security model: apparmor",
+        "Security DOI: 0",
+        "Security label: libvirt-11111111-2222-3333-4444-555555555555 (enforcing)",
+        "Messages: tainted: custom monitor control commands issued",
+    ] {
+        assert!(info.contains(line), "missing {line:?} in\n{info}");
+    }
+
+    let state = virsh(&server.rw, &["domstate", "vm1", "--reason"]);
+    assert_eq!(stdout(&state).trim(), "running (booted)");
+
+    let xml = virsh(&server.rw, &["dumpxml", "vm1"]);
+    assert!(stdout(&xml).contains("<name>vm1</name>"));
+
+    let node = squeeze(&stdout(&virsh(&server.rw, &["nodeinfo"])));
+    for line in [
+        "CPU model: x86_64",
+        "CPU(s): 4",
+        "CPU frequency: 2000 MHz",
+        "CPU socket(s): 1",
+        "Core(s) per socket: 2",
+        "Thread(s) per core: 2",
+        "NUMA cell(s): 1",
+        "Memory size: 16384000 KiB",
+    ] {
+        assert!(node.contains(line), "missing {line:?} in\n{node}");
+    }
+
+    let qmp = virsh(
+        &server.rw,
+        &[
+            "qemu-monitor-command",
+            "vm1",
+            r#"{"execute":"query-status"}"#,
+        ],
+    );
+    assert!(qmp.status.success());
+    assert_eq!(
+        stdout(&qmp).trim(),
+        r#"{"return":{"status":"running","singlestep":false,"running":true},"id":"libvirt-7"}"#
+    );
+
+    let auto = virsh(&server.rw, &["autostart", "vm1"]);
+    assert!(auto.status.success());
+    assert!(stdout(&auto).contains("Domain 'vm1' marked as autostarted"));
+
+    let missing = virsh(&server.rw, &["domstate", "nosuch"]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("failed to get domain 'nosuch'"));
+
+    let calls = server.seen().calls.clone();
+    for name in [
+        "REMOTE_PROC_CONNECT_LIST_ALL_DOMAINS",
+        "REMOTE_PROC_DOMAIN_GET_INFO",
+        "REMOTE_PROC_NODE_GET_SECURITY_MODEL",
+        "REMOTE_PROC_DOMAIN_GET_SECURITY_LABEL",
+        "REMOTE_PROC_DOMAIN_GET_MESSAGES",
+        "REMOTE_PROC_NODE_GET_INFO",
+        "QEMU_PROC_DOMAIN_MONITOR_COMMAND",
+        "REMOTE_PROC_DOMAIN_SET_AUTOSTART",
+    ] {
+        assert!(calls.contains(&name), "{name} not called: {calls:?}");
+    }
 }

@@ -9,11 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use qvisor_rpc::qemu::DomainMonitorCommandRet;
 use qvisor_rpc::remote::{
     AuthListRet, ConnectDomainEventCallbackRegisterAnyRet, ConnectGetHostnameRet,
     ConnectGetLibVersionRet, ConnectGetTypeRet, ConnectGetUriRet, ConnectGetVersionRet,
-    ConnectSupportsFeatureRet, AUTH_NONE,
+    ConnectListAllDomainsRet, ConnectSupportsFeatureRet, DomainGetAutostartRet, DomainGetInfoRet,
+    DomainGetMessagesRet, DomainGetOsTypeRet, DomainGetSecurityLabelRet, DomainGetStateRet,
+    DomainGetXmlDescRet, DomainHasManagedSaveImageRet, DomainIsActiveRet, DomainIsPersistentRet,
+    DomainLookupByNameRet, DomainLookupByUuidRet, NodeGetInfoRet, NodeGetSecurityModelRet,
+    NonnullDomain, AUTH_NONE,
 };
+use qvisor_rpc::xdr::{c_char_array, c_chars};
 use qvisor_rpc::{
     Call, ErrorCode, ErrorDomain, EventSender, Handler, Peer, PeerPolicy, RemoteError, Response,
     Server, ServerConfig, ServerHandle, Service, SocketConfig,
@@ -104,13 +110,81 @@ impl Handler for TestHandler {
                 r.ok(ConnectDomainEventCallbackRegisterAnyRet { callback_id: id })
             }
             Call::ConnectDomainEventCallbackDeregisterAny(r) => r.ok(()),
+            // One fake running domain, so that virsh's domain commands exercise the
+            // reply layouts.
             Call::DomainLookupByName(r) => {
                 let name = r.args.name.clone();
-                r.err(RemoteError::new(
-                    ErrorCode::NoDomain,
-                    ErrorDomain::Qemu,
-                    format!("no domain with matching name '{name}'"),
-                ))
+                r.respond(|_| {
+                    if name == "vm1" {
+                        Ok(DomainLookupByNameRet { dom: vm1() })
+                    } else {
+                        Err(RemoteError::new(
+                            ErrorCode::NoDomain,
+                            ErrorDomain::Qemu,
+                            format!("no domain with matching name '{name}'"),
+                        ))
+                    }
+                })
+            }
+            Call::DomainLookupByUuid(r) => r.ok(DomainLookupByUuidRet { dom: vm1() }),
+            Call::ConnectListAllDomains(r) => r.ok(ConnectListAllDomainsRet {
+                domains: vec![vm1()],
+                ret: 1,
+            }),
+            Call::DomainGetState(r) => r.ok(DomainGetStateRet {
+                state: 1,
+                reason: 1,
+            }),
+            Call::DomainGetInfo(r) => r.ok(DomainGetInfoRet {
+                state: 1,
+                max_mem: 1_048_576,
+                memory: 524_288,
+                nr_virt_cpu: 2,
+                cpu_time: 1_500_000_000,
+            }),
+            Call::DomainGetOsType(r) => r.ok(DomainGetOsTypeRet {
+                r#type: "hvm".into(),
+            }),
+            Call::DomainIsActive(r) => r.ok(DomainIsActiveRet { active: 1 }),
+            Call::DomainIsPersistent(r) => r.ok(DomainIsPersistentRet { persistent: 1 }),
+            Call::DomainGetAutostart(r) => r.ok(DomainGetAutostartRet { autostart: 0 }),
+            Call::DomainSetAutostart(r) => r.ok(()),
+            Call::DomainHasManagedSaveImage(r) => r.ok(DomainHasManagedSaveImageRet { result: 0 }),
+            Call::NodeGetSecurityModel(r) => r.ok(NodeGetSecurityModelRet {
+                model: c_chars("apparmor"),
+                doi: c_chars("0"),
+            }),
+            Call::DomainGetSecurityLabel(r) => r.ok(DomainGetSecurityLabelRet {
+                label: c_chars("libvirt-11111111-2222-3333-4444-555555555555"),
+                enforcing: 1,
+            }),
+            Call::DomainGetMessages(r) => r.ok(DomainGetMessagesRet {
+                msgs: vec!["tainted: custom monitor control commands issued".into()],
+            }),
+            Call::DomainGetXmlDesc(r) => r.ok(DomainGetXmlDescRet {
+                xml: "<domain type='kvm' id='3'>\n  <name>vm1</name>\n</domain>\n".into(),
+            }),
+            Call::NodeGetInfo(r) => r.ok(NodeGetInfoRet {
+                model: c_char_array("x86_64"),
+                memory: 16_384_000,
+                cpus: 4,
+                mhz: 2000,
+                nodes: 1,
+                sockets: 1,
+                cores: 2,
+                threads: 2,
+            }),
+            Call::QemuDomainMonitorCommand(r) => {
+                let cmd = r.args.cmd.clone();
+                r.respond(|_| {
+                    if cmd.contains("query-status") {
+                        Ok(DomainMonitorCommandRet {
+                            result: "{\"return\":{\"status\":\"running\",\"singlestep\":false,\"running\":true},\"id\":\"libvirt-7\"}".into(),
+                        })
+                    } else {
+                        Err(RemoteError::internal(ErrorDomain::Qemu, "unexpected command"))
+                    }
+                })
             }
             other => other.unsupported(),
         }
@@ -118,6 +192,18 @@ impl Handler for TestHandler {
 
     fn disconnected(&mut self) {
         self.seen.lock().unwrap().disconnected.push(self.peer.id);
+    }
+}
+
+/// The fake domain.
+pub fn vm1() -> NonnullDomain {
+    NonnullDomain {
+        name: "vm1".into(),
+        uuid: [
+            0x11, 0x11, 0x11, 0x11, 0x22, 0x22, 0x33, 0x33, 0x44, 0x44, 0x55, 0x55, 0x55, 0x55,
+            0x55, 0x55,
+        ],
+        id: 3,
     }
 }
 
