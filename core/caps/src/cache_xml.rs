@@ -71,6 +71,7 @@ fn yes_no(what: &'static str, s: &str) -> Result<bool> {
 const KNOWN: &[&str] = &[
     "emulator",
     "qemuctime",
+    "qemusize",
     "qemumoddirmtime",
     "selfctime",
     "selfvers",
@@ -105,6 +106,10 @@ fn from_element(root: &Element) -> Result<QemuCaps> {
             .ok_or(Error::CacheMissing { what: "emulator" })?,
     );
     caps.qemu_ctime = opt_num(root, "qemuctime")?;
+    caps.qemu_size = match root.child_text("qemusize") {
+        Some(t) => Some(num("qemusize", t)?),
+        None => None,
+    };
     caps.qemu_moddir_mtime = match root.child_text("qemumoddirmtime") {
         Some(t) => Some(num("qemumoddirmtime", t)?),
         None => None,
@@ -365,6 +370,9 @@ fn format_cache(c: &QemuCaps) -> String {
     o.push_str("<qemuCaps>\n");
     let _ = writeln!(o, "  <emulator>{}</emulator>", escape(&c.emulator));
     let _ = writeln!(o, "  <qemuctime>{}</qemuctime>", c.qemu_ctime);
+    if let Some(s) = c.qemu_size {
+        let _ = writeln!(o, "  <qemusize>{s}</qemusize>");
+    }
     if let Some(m) = c.qemu_moddir_mtime.filter(|&m| m > 0) {
         let _ = writeln!(o, "  <qemumoddirmtime>{m}</qemumoddirmtime>");
     }

@@ -32,11 +32,15 @@
 //! [`QemuCaps::supports_virt_type`] says whether the binary supports one.
 
 pub mod arch;
+pub mod cache;
 mod cache_xml;
 mod error;
 pub mod flags;
+pub mod host;
+pub mod live;
 mod model;
 pub mod probe;
+mod sha256;
 pub mod xmltree;
 
 pub use error::{Error, Result};

@@ -286,6 +286,9 @@ pub struct QemuCaps {
     pub emulator: String,
     /// ctime of the binary when probed (seconds).
     pub qemu_ctime: i64,
+    /// Size of the binary when probed (qvisor addition, `<qemusize>`; libvirt
+    /// ignores it).
+    pub qemu_size: Option<u64>,
     /// mtime of QEMU's module directory when probed, if it existed.
     pub qemu_moddir_mtime: Option<i64>,
     /// ctime of the prober itself (libvirt's `selfctime`).
