@@ -48,12 +48,59 @@ pub fn parse_args(args: &[String]) -> Result<Inputs, String> {
     })
 }
 
+/// The emulator that has capabilities in conformance mode.
+const EMULATOR: &str = "/usr/bin/qemu-system-x86_64";
+
+/// Reads a boolean key from qemu.conf text (`key = 1` / `key = true`).
+fn conf_bool(conf: &str, key: &str) -> bool {
+    conf.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .any(|(k, v)| k.trim() == key && matches!(v.trim(), "1" | "true"))
+}
+
 /// Reads, parses, expands and validates the domain in conformance mode.
 pub fn load_domain(inputs: &Inputs) -> Result<qvisor_domain::Domain, String> {
     let text = std::fs::read_to_string(&inputs.xml)
         .map_err(|e| format!("cannot read {}: {e}", inputs.xml.display()))?;
-    let def = qvisor_domain::parse(&text, qvisor_domain::ParseOptions { inactive: true })
+    let mut def = qvisor_domain::parse(&text, qvisor_domain::ParseOptions { inactive: true })
         .map_err(|e| e.to_string())?;
+    let mut caps = match &inputs.caps {
+        Some(p) => Some(qvisor_caps::QemuCaps::load_cache_file(p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    if let Some(c) = &mut caps {
+        c.strip_machine_aliases();
+    }
+    let conf = match &inputs.conf {
+        Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
+        None => String::new(),
+    };
+    let emulator = def
+        .devices
+        .emulator
+        .clone()
+        .unwrap_or_else(|| EMULATOR.to_string());
+    // only the conformance emulator has capabilities
+    let caps_ref = caps.as_ref().filter(|_| emulator == EMULATOR);
+    let mut random = |buf: &mut [u8]| {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+    };
+    let mut ctx = qvisor_domain::ExpandContext {
+        caps: caps_ref,
+        default_emulator: EMULATOR.to_string(),
+        nvram_dir: "/var/lib/libvirt/qemu/nvram".to_string(),
+        vnc_allow_host_audio: conf_bool(&conf, "vnc_allow_host_audio"),
+        nographics_allow_host_audio: conf_bool(&conf, "nographics_allow_host_audio"),
+        audio_env: std::env::var("QEMU_AUDIO_DRV").ok(),
+        sdl_audio_env: std::env::var("SDL_AUDIODRIVER").ok(),
+        random: &mut random,
+    };
+    qvisor_domain::expand(&mut def, &mut ctx).map_err(|e| e.to_string())?;
+    let _ = &inputs.aux;
     Ok(def)
 }
 

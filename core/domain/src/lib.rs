@@ -28,6 +28,8 @@ pub mod common;
 pub mod devices;
 pub mod domain;
 pub mod error;
+pub mod expand;
+mod pci;
 pub mod qemu_ns;
 pub mod xml;
 
@@ -36,6 +38,7 @@ pub use common::{CpuSet, OnOff, StrEnum, Uuid, YesNo};
 pub use devices::*;
 pub use domain::*;
 pub use error::{Error, Result};
+pub use expand::{expand, ExpandContext};
 pub use qemu_ns::{DeprecationBehavior, DeviceOverride, PropertyValue, QemuNamespace};
 
 /// Parses a domain XML document.

@@ -1,0 +1,900 @@
+//! Post-parse expansion: what libvirt's QEMU driver fills in for an inactive
+//! definition (`virDomainDefPostParse` with the QEMU callbacks, then
+//! `qemuDomainAssignAddresses`). The result is what `virsh dumpxml
+//! --inactive` shows and what keeps the guest ABI stable.
+
+use qvisor_caps::{Accel, Flag, QemuCaps};
+
+use crate::address::{Address, DriveAddress, PciAddress, PciDeviceAddress};
+use crate::common::{OnOff, StrEnum, Uuid};
+use crate::devices::*;
+use crate::domain::*;
+use crate::error::{Error, Result};
+use crate::pci::assign_pci_addresses;
+
+/// Host and driver inputs to expansion (everything that is not in the XML).
+pub struct ExpandContext<'a> {
+    /// Capabilities of the domain's emulator; `None` when the binary has none.
+    pub caps: Option<&'a QemuCaps>,
+    /// Default emulator when the XML names none.
+    pub default_emulator: String,
+    /// Directory of generated NVRAM varstores.
+    pub nvram_dir: String,
+    /// qemu.conf `vnc_allow_host_audio`.
+    pub vnc_allow_host_audio: bool,
+    /// qemu.conf `nographics_allow_host_audio`.
+    pub nographics_allow_host_audio: bool,
+    /// `QEMU_AUDIO_DRV` from the environment.
+    pub audio_env: Option<String>,
+    /// `SDL_AUDIODRIVER` from the environment.
+    pub sdl_audio_env: Option<String>,
+    /// Source of random bytes (UUIDs, MAC addresses); deterministic in
+    /// conformance mode.
+    pub random: &'a mut dyn FnMut(&mut [u8]),
+}
+
+/// True for machine types of the q35 family.
+pub fn is_q35(machine: &str) -> bool {
+    machine == "q35" || machine.starts_with("pc-q35")
+}
+
+/// True for machine types of the i440fx family.
+pub fn is_i440fx(machine: &str) -> bool {
+    machine == "pc"
+        || machine.starts_with("pc-i440fx")
+        || machine.starts_with("pc-0.")
+        || machine.starts_with("pc-1.")
+}
+
+fn is_x86(arch: &str) -> bool {
+    matches!(arch, "x86_64" | "i686")
+}
+
+fn accel_of(def: &Domain) -> Accel {
+    Accel::from_virt_type(def.kind.map(|k| k.as_str()).unwrap_or("qemu"))
+}
+
+/// Expands `def` in place as libvirt's post-parse does.
+pub fn expand(def: &mut Domain, ctx: &mut ExpandContext<'_>) -> Result<()> {
+    if def.devices.emulator.is_none() {
+        def.devices.emulator = Some(ctx.default_emulator.clone());
+    }
+    if def.uuid.is_none() {
+        let mut b = [0u8; 16];
+        (ctx.random)(&mut b);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        def.uuid = Some(Uuid(b));
+    }
+    if let Some(g) = &mut def.genid {
+        if g.value.is_none() {
+            let mut b = [0u8; 16];
+            (ctx.random)(&mut b);
+            b[6] = (b[6] & 0x0f) | 0x40;
+            b[8] = (b[8] & 0x3f) | 0x80;
+            g.value = Some(Uuid(b));
+        }
+    }
+    let emulator = def.devices.emulator.clone().unwrap_or_default();
+    let empty;
+    let caps = match ctx.caps {
+        Some(c) => c,
+        None => {
+            empty = QemuCaps::new(emulator.clone());
+            &empty
+        }
+    };
+    if def.os.arch.is_none() {
+        def.os.arch = Some(if caps.arch.is_empty() {
+            "x86_64".to_string()
+        } else {
+            caps.arch.clone()
+        });
+    }
+    let arch = def.os.arch.clone().unwrap_or_default();
+    if !caps.is_arch_supported(&arch) {
+        return Err(Error::unsupported(format!(
+            "Emulator '{emulator}' does not support arch '{arch}'"
+        )));
+    }
+    let virt = def.kind.map(|k| k.as_str()).unwrap_or("qemu");
+    if !caps.supports_virt_type(virt) {
+        return Err(Error::unsupported(format!(
+            "Emulator '{emulator}' does not support virt type '{virt}'"
+        )));
+    }
+    let accel = accel_of(def);
+    if def.os.machine.is_none() {
+        let m = caps.default_machine(accel).ok_or_else(|| {
+            Error::OperationFailed(format!(
+                "could not get preferred machine for {} type={}",
+                def.devices.emulator.as_deref().unwrap_or(""),
+                def.kind.map(|k| k.as_str()).unwrap_or("")
+            ))
+        })?;
+        def.os.machine = Some(m.name.clone());
+    }
+    let machine = def.os.machine.clone().unwrap_or_default();
+
+    assign_controller_indexes(def);
+
+    // qemuDomainDefPostParse
+    old_style_nvram(def, &ctx.nvram_dir);
+    add_default_devices(def, caps, &arch, &machine, ctx)?;
+    set_default_cpu(def, caps, accel, &arch, &machine);
+    cpu_post_parse(def, caps, &arch);
+
+    // per-device post-parse
+    isa_serial_post_parse(def, &arch);
+    device_post_parse(def, caps, &arch, &machine, ctx)?;
+
+    // virDomainDefPostParseCommon
+    if def.os.boot.is_empty() && !has_device_boot(def) && def.os.os_type == "hvm" {
+        def.os.boot.push(BootDev::Hd);
+    }
+    add_implicit_devices(def, caps, &arch, &machine)?;
+    video_post_parse(def, caps, &arch, &machine);
+
+    // qemuDomainAssignAddresses
+    assign_virtio_serial_addresses(def);
+    assign_pci_addresses(def, caps, &machine)?;
+    Ok(())
+}
+
+fn has_device_boot(def: &Domain) -> bool {
+    let d = &def.devices;
+    d.disks.iter().any(|x| x.info.boot.is_some())
+        || d.interfaces.iter().any(|x| x.info.boot.is_some())
+        || d.hostdevs.iter().any(|x| x.info.boot.is_some())
+        || d.redirdevs.iter().any(|x| x.info.boot.is_some())
+        || d.filesystems.iter().any(|x| x.info.boot.is_some())
+}
+
+/// Lowest unused controller index of a type.
+fn unused_index(def: &Domain, kind: ControllerType) -> u32 {
+    let mut i = 0;
+    while def
+        .devices
+        .controllers
+        .iter()
+        .any(|c| c.kind == kind && c.index == Some(i))
+    {
+        i += 1;
+    }
+    i
+}
+
+fn assign_controller_indexes(def: &mut Domain) {
+    for i in 0..def.devices.controllers.len() {
+        if def.devices.controllers[i].index.is_none() {
+            let kind = def.devices.controllers[i].kind;
+            let idx = unused_index(def, kind);
+            def.devices.controllers[i].index = Some(idx);
+        }
+    }
+}
+
+fn find_controller(def: &Domain, kind: ControllerType, idx: u32) -> Option<usize> {
+    def.devices
+        .controllers
+        .iter()
+        .position(|c| c.kind == kind && c.idx() == idx)
+}
+
+/// Adds a controller keeping libvirt's order (sorted by type, then index).
+pub fn add_controller(def: &mut Domain, c: Controller) -> usize {
+    let list = &mut def.devices.controllers;
+    let pos = list
+        .iter()
+        .position(|x| (x.kind, x.idx()) > (c.kind, c.idx()))
+        .unwrap_or(list.len());
+    // libvirt inserts after the last controller of the same type with a
+    // lower index, or at the end of that type's group.
+    let same_type_last = list
+        .iter()
+        .rposition(|x| x.kind == c.kind && x.idx() < c.idx());
+    let pos = match same_type_last {
+        Some(p) => p + 1,
+        None => {
+            if list.iter().any(|x| x.kind == c.kind) {
+                list.iter().position(|x| x.kind == c.kind).unwrap_or(pos)
+            } else {
+                list.len()
+            }
+        }
+    };
+    list.insert(pos, c);
+    pos
+}
+
+fn maybe_add_controller(
+    def: &mut Domain,
+    kind: ControllerType,
+    idx: u32,
+    model: Option<ControllerModel>,
+) -> bool {
+    if find_controller(def, kind, idx).is_some() {
+        return false;
+    }
+    add_controller(def, Controller::new(kind, idx, model));
+    true
+}
+
+fn old_style_nvram(def: &mut Domain, nvram_dir: &str) {
+    let Some(loader) = &def.os.loader else { return };
+    let ro_uefi = loader.readonly == Some(crate::YesNo::Yes)
+        && loader.kind == Some(LoaderType::Pflash)
+        && loader.path.is_some();
+    if ro_uefi && def.os.nvram.is_none() && loader.stateless != Some(crate::YesNo::Yes) {
+        def.os.nvram = Some(Nvram {
+            path: Some(format!("{nvram_dir}/{}_VARS.fd", def.name)),
+            template: None,
+            residue: crate::xml::Element::new("nvram"),
+        });
+    }
+}
+
+fn add_default_devices(
+    def: &mut Domain,
+    caps: &QemuCaps,
+    arch: &str,
+    machine: &str,
+    ctx: &ExpandContext<'_>,
+) -> Result<()> {
+    if is_x86(arch) {
+        maybe_add_input(def, InputType::Mouse, InputBus::Ps2);
+        maybe_add_input(def, InputType::Keyboard, InputBus::Ps2);
+    }
+    let mut add_usb = true;
+    let mut usb_model = None;
+    let mut add_sata = false;
+    let mut add_pci_root = false;
+    let mut add_pcie_root = false;
+    let mut add_balloon = true;
+    match arch {
+        "x86_64" | "i686" => {
+            if machine == "isapc" {
+                add_usb = false;
+            } else if is_q35(machine) {
+                add_pcie_root = true;
+                add_sata = true;
+                if caps.has(Flag::DeviceQemuXhci) {
+                    usb_model = Some(UsbModel::QemuXhci);
+                } else if caps.has(Flag::NecUsbXhci) {
+                    usb_model = Some(UsbModel::NecXhci);
+                } else if caps.has(Flag::Ich9UsbEhci1) {
+                    usb_model = Some(UsbModel::Ich9Ehci1);
+                } else {
+                    add_usb = false;
+                }
+            } else if is_i440fx(machine) {
+                add_pci_root = true;
+            }
+        }
+        "aarch64" | "armv7l" | "armv6l" | "sparc" => {
+            add_usb = false;
+            add_balloon = false;
+        }
+        "s390" | "s390x" | "riscv32" | "riscv64" => add_usb = false,
+        _ => add_pci_root = true,
+    }
+    if add_usb && find_controller(def, ControllerType::Usb, 0).is_none() {
+        add_controller(
+            def,
+            Controller::new(ControllerType::Usb, 0, usb_model.map(ControllerModel::Usb)),
+        );
+    }
+    if add_sata {
+        maybe_add_controller(def, ControllerType::Sata, 0, None);
+    }
+    let root = find_controller(def, ControllerType::Pci, 0);
+    for (want, model) in [
+        (add_pci_root, PciModel::PciRoot),
+        (add_pcie_root, PciModel::PcieRoot),
+    ] {
+        if !want {
+            continue;
+        }
+        match root {
+            Some(i) => {
+                let found = def.devices.controllers[i].pci_model();
+                if found != Some(model) {
+                    return Err(Error::xml(format!(
+                        "The PCI controller with index='0' must be model='{}' for this machine type, but model='{}' was found instead",
+                        model.as_str(),
+                        found.map(|m| m.as_str()).unwrap_or("")
+                    )));
+                }
+            }
+            None => {
+                add_controller(
+                    def,
+                    Controller::new(ControllerType::Pci, 0, Some(ControllerModel::Pci(model))),
+                );
+            }
+        }
+    }
+    if add_balloon && def.devices.memballoon.is_none() {
+        def.devices.memballoon = Some(Memballoon::new("virtio"));
+    }
+    if def.devices.audios.is_empty() {
+        if let Some(a) = default_audio(def, ctx)? {
+            def.devices.audios.push(a);
+        }
+    }
+    Ok(())
+}
+
+/// The `<audio>` backend libvirt adds when none is given
+/// (`qemuDomainDefSuggestDefaultAudioBackend`).
+fn default_audio(def: &Domain, ctx: &ExpandContext<'_>) -> Result<Option<Audio>> {
+    let mut add = false;
+    let mut passthrough = false;
+    let mut backend = "none";
+    for g in &def.devices.graphics {
+        match g.kind {
+            GraphicsType::Vnc => {
+                passthrough = ctx.vnc_allow_host_audio;
+                if !passthrough {
+                    backend = "none";
+                }
+                add = true;
+            }
+            GraphicsType::Spice => {
+                passthrough = false;
+                backend = "spice";
+                add = true;
+            }
+            GraphicsType::Sdl => {
+                passthrough = true;
+                add = true;
+            }
+            _ => {}
+        }
+    }
+    if def.devices.graphics.is_empty() {
+        passthrough = ctx.nographics_allow_host_audio;
+        if !passthrough {
+            backend = "none";
+        }
+        add = true;
+    }
+    let mut audio = Audio::new(1, backend);
+    if add && passthrough {
+        match &ctx.audio_env {
+            None => add = false,
+            Some(env) => {
+                let b = match env.as_str() {
+                    "none" => "none",
+                    "alsa" => "alsa",
+                    "coreaudio" => "coreaudio",
+                    "dbus" => "dbus",
+                    "jack" => "jack",
+                    "oss" => "oss",
+                    "pa" => "pulseaudio",
+                    "sdl" => "sdl",
+                    "spice" => "spice",
+                    "wav" => "file",
+                    other => {
+                        return Err(Error::unsupported(format!(
+                            "unknown QEMU_AUDIO_DRV setting {other}"
+                        )))
+                    }
+                };
+                audio.kind = b.to_string();
+                if b == "sdl" {
+                    if let Some(d) = &ctx.sdl_audio_env {
+                        audio.residue.push_attr("driver", d);
+                    }
+                }
+            }
+        }
+    }
+    Ok(if add { Some(audio) } else { None })
+}
+
+fn maybe_add_input(def: &mut Domain, kind: InputType, bus: InputBus) {
+    if def
+        .devices
+        .inputs
+        .iter()
+        .any(|i| i.kind == kind && i.bus == Some(bus))
+    {
+        return;
+    }
+    def.devices.inputs.push(Input::new(kind, bus));
+}
+
+fn set_default_cpu(def: &mut Domain, caps: &QemuCaps, accel: Accel, arch: &str, machine: &str) {
+    if let Some(c) = &def.cpu {
+        if c.mode.unwrap_or(CpuMode::Custom) != CpuMode::Custom || c.model.is_some() {
+            return;
+        }
+    }
+    let virt_qemu = def.kind == Some(DomainType::Qemu);
+    if !is_x86(arch) && !matches!(arch, "s390" | "s390x" | "ppc64" | "ppc64le") && !virt_qemu {
+        return;
+    }
+    let Some(model) = caps.machine_default_cpu_model(accel, machine) else {
+        return;
+    };
+    let model = model.to_string();
+    let cpu = def.cpu.get_or_insert_with(Cpu::default);
+    if model == "host" {
+        cpu.mode = Some(CpuMode::HostPassthrough);
+    } else {
+        cpu.check = Some(CpuCheck::None);
+        cpu.mode = Some(CpuMode::Custom);
+        cpu.match_ = Some(CpuMatch::Exact);
+        cpu.fallback = Some(CpuFallback::Forbid);
+        cpu.model = Some(model);
+    }
+}
+
+fn cpu_post_parse(def: &mut Domain, caps: &QemuCaps, arch: &str) {
+    let virt_qemu = def.kind == Some(DomainType::Qemu);
+    let Some(cpu) = &mut def.cpu else { return };
+    let mode = cpu.mode.unwrap_or(CpuMode::Custom);
+    if mode == CpuMode::HostPassthrough && cpu.migratable.is_none() {
+        if caps.has(Flag::CpuMigratable) {
+            cpu.migratable = Some(OnOff::On);
+        } else if is_x86(arch) {
+            cpu.migratable = Some(OnOff::Off);
+        }
+    }
+    if mode == CpuMode::Custom && cpu.model.is_none() {
+        return;
+    }
+    if cpu.check.is_some() {
+        return;
+    }
+    cpu.check = Some(match mode {
+        CpuMode::HostPassthrough | CpuMode::Maximum => CpuCheck::None,
+        CpuMode::HostModel => CpuCheck::Partial,
+        CpuMode::Custom => {
+            if virt_qemu {
+                CpuCheck::None
+            } else {
+                CpuCheck::Partial
+            }
+        }
+    });
+    if cpu.mode.is_none() {
+        cpu.mode = Some(mode);
+    }
+}
+
+fn isa_serial_post_parse(def: &mut Domain, arch: &str) {
+    // console compat: an hvm console of type serial (or none) with no
+    // serial port makes libvirt add a serial port it mirrors
+    if def.os.os_type == "hvm" && def.devices.serials.is_empty() {
+        if let Some(con) = def.devices.consoles.first() {
+            let t = con.target.kind.as_deref();
+            if t.is_none() || t == Some("serial") {
+                let mut serial = con.clone();
+                serial.device = ChrDeviceKind::Serial;
+                serial.target = ChrTarget::default();
+                serial.info = crate::address::DeviceInfo::default();
+                def.devices.serials.push(serial);
+            }
+        }
+    }
+    let x86 = is_x86(arch);
+    let mut next_port = 0;
+    for s in &mut def.devices.serials {
+        if s.target.kind.is_none() && x86 {
+            s.target.kind = Some("isa-serial".into());
+        }
+        if s.target.port.is_none() {
+            s.target.port = Some(next_port);
+        }
+        next_port = s.target.port.unwrap_or(0) + 1;
+        if s.target.model.is_none() {
+            s.target.model = match s.target.kind.as_deref() {
+                Some("isa-serial") => Some("isa-serial".into()),
+                Some("usb-serial") => Some("usb-serial".into()),
+                Some("pci-serial") => Some("pci-serial".into()),
+                Some("isa-debug") => Some("isa-debugcon".into()),
+                _ => None,
+            };
+        }
+    }
+    let first_serial = def.devices.serials.first().cloned();
+    for (i, c) in def.devices.consoles.iter_mut().enumerate() {
+        let t = c.target.kind.clone();
+        if t.is_none() || t.as_deref() == Some("serial") {
+            c.target.kind = Some("serial".into());
+            if i == 0 {
+                if let Some(s) = &first_serial {
+                    c.target.port = s.target.port;
+                    c.source = s.source.clone();
+                }
+            }
+        }
+        if c.target.port.is_none() {
+            c.target.port = Some(0);
+        }
+    }
+    let mut parallel_port = 0;
+    for p in &mut def.devices.parallels {
+        if p.target.port.is_none() {
+            p.target.port = Some(parallel_port);
+        }
+        parallel_port = p.target.port.unwrap_or(0) + 1;
+    }
+}
+
+fn default_disk_bus(dev: &str) -> DiskBus {
+    if dev.starts_with("hd") {
+        DiskBus::Ide
+    } else if dev.starts_with("sd") {
+        DiskBus::Scsi
+    } else if dev.starts_with("vd") {
+        DiskBus::Virtio
+    } else if dev.starts_with("fd") {
+        DiskBus::Fdc
+    } else if dev.starts_with("xvd") {
+        DiskBus::Xen
+    } else if dev.starts_with("ubd") {
+        DiskBus::Uml
+    } else {
+        DiskBus::Ide
+    }
+}
+
+/// Assigns a drive address to a disk as `virDomainDiskDefAssignAddress`.
+fn disk_drive_address(disk: &Disk) -> Result<Option<DriveAddress>> {
+    let idx = disk_name_to_index(&disk.target.dev).ok_or_else(|| {
+        Error::xml(format!(
+            "Unknown disk name '{}' and no address specified",
+            disk.target.dev
+        ))
+    })?;
+    Ok(match disk.bus() {
+        DiskBus::Scsi => {
+            let mut unit = idx % 15;
+            if unit >= 7 {
+                unit += 1;
+            }
+            Some(DriveAddress {
+                controller: idx / 15,
+                bus: 0,
+                target: 0,
+                unit,
+            })
+        }
+        DiskBus::Ide => Some(DriveAddress {
+            controller: idx / 4,
+            bus: (idx % 4) / 2,
+            target: 0,
+            unit: idx % 2,
+        }),
+        DiskBus::Sata => Some(DriveAddress {
+            controller: idx / 6,
+            bus: 0,
+            target: 0,
+            unit: idx % 6,
+        }),
+        DiskBus::Fdc => Some(DriveAddress {
+            controller: 0,
+            bus: 0,
+            target: 0,
+            unit: idx,
+        }),
+        _ => None,
+    })
+}
+
+fn device_post_parse(
+    def: &mut Domain,
+    caps: &QemuCaps,
+    arch: &str,
+    machine: &str,
+    ctx: &mut ExpandContext<'_>,
+) -> Result<()> {
+    let x86 = is_x86(arch);
+    for disk in &mut def.devices.disks {
+        if disk.target.bus.is_none() {
+            disk.target.bus = Some(default_disk_bus(&disk.target.dev));
+        }
+        if disk.info.address.is_none() {
+            if let Some(a) = disk_drive_address(disk)? {
+                disk.info.address = Some(Address::Drive(a));
+            }
+        }
+    }
+    for net in &mut def.devices.interfaces {
+        if net.mac.is_none() {
+            let mut b = [0u8; 3];
+            (ctx.random)(&mut b);
+            net.mac = Some(MacAddr([0x52, 0x54, 0x00, b[0], b[1], b[2]]));
+        }
+        if net.model.is_none() && net.kind != NetType::Hostdev && x86 {
+            net.model = Some("rtl8139".into());
+        }
+    }
+    for c in &mut def.devices.controllers {
+        match c.kind {
+            ControllerType::Usb if c.model.is_none() => {
+                let m = if is_q35(machine) {
+                    if caps.has(Flag::DeviceQemuXhci) {
+                        Some(UsbModel::QemuXhci)
+                    } else if caps.has(Flag::NecUsbXhci) {
+                        Some(UsbModel::NecXhci)
+                    } else {
+                        Some(UsbModel::Ich9Ehci1)
+                    }
+                } else if x86 && caps.has(Flag::Piix3UsbUhci) {
+                    Some(UsbModel::Piix3Uhci)
+                } else {
+                    None
+                };
+                c.model = m.map(ControllerModel::Usb);
+            }
+            ControllerType::Scsi if c.model.is_none() => {
+                c.model = Some(ControllerModel::Scsi(default_scsi_model(caps, arch)));
+            }
+            _ => {}
+        }
+    }
+    for i in &mut def.devices.inputs {
+        if i.bus.is_none() {
+            i.bus = Some(match i.kind {
+                InputType::Tablet => InputBus::Usb,
+                InputType::Passthrough | InputType::Evdev => InputBus::Virtio,
+                _ if x86 => InputBus::Ps2,
+                _ => InputBus::Usb,
+            });
+        }
+    }
+    for v in &mut def.devices.videos {
+        video_defaults(v, caps, arch, machine);
+    }
+    for ch in &mut def.devices.channels {
+        if ch.target.kind.is_none() {
+            ch.target.kind = Some("virtio".into());
+        }
+    }
+    Ok(())
+}
+
+fn default_scsi_model(caps: &QemuCaps, arch: &str) -> ScsiModel {
+    if matches!(arch, "ppc64" | "ppc64le") {
+        return ScsiModel::Ibmvscsi;
+    }
+    if caps.has(Flag::ScsiLsi) {
+        ScsiModel::Lsilogic
+    } else {
+        ScsiModel::VirtioScsi
+    }
+}
+
+fn video_defaults(v: &mut Video, caps: &QemuCaps, arch: &str, machine: &str) {
+    let _ = machine;
+    if v.kind.is_none() || v.kind == Some(VideoType::Default) {
+        v.kind = Some(if matches!(arch, "ppc64" | "ppc64le") {
+            VideoType::Vga
+        } else if !is_x86(arch) {
+            VideoType::Virtio
+        } else if caps.has(Flag::DeviceCirrusVga) {
+            VideoType::Cirrus
+        } else {
+            VideoType::Vga
+        });
+    }
+    let kind = v.kind.unwrap_or(VideoType::Default);
+    if kind == VideoType::None {
+        return;
+    }
+    if v.vram.is_none() {
+        v.vram = match kind {
+            VideoType::Vga
+            | VideoType::Cirrus
+            | VideoType::Vmvga
+            | VideoType::Vbox
+            | VideoType::Xen => Some(16384),
+            VideoType::Qxl => Some(65536),
+            VideoType::Bochs => Some(16384),
+            _ => None,
+        };
+    }
+    if kind == VideoType::Qxl {
+        if v.ram.is_none() {
+            v.ram = Some(65536);
+        }
+        if v.vgamem.is_none() {
+            v.vgamem = Some(16384);
+        }
+    }
+    if v.heads.is_none() && kind != VideoType::Ramfb {
+        v.heads = Some(1);
+    }
+}
+
+fn add_implicit_devices(
+    def: &mut Domain,
+    caps: &QemuCaps,
+    arch: &str,
+    machine: &str,
+) -> Result<()> {
+    // controllers for disks with drive addresses
+    let mut needed: Vec<(ControllerType, u32)> = Vec::new();
+    for d in &def.devices.disks {
+        let kind = match d.bus() {
+            DiskBus::Ide => ControllerType::Ide,
+            DiskBus::Scsi => ControllerType::Scsi,
+            DiskBus::Sata => ControllerType::Sata,
+            DiskBus::Fdc => ControllerType::Fdc,
+            _ => continue,
+        };
+        if let Some(Address::Drive(a)) = &d.info.address {
+            needed.push((kind, a.controller));
+        }
+    }
+    for h in &def.devices.hostdevs {
+        let is_scsi = h.attr("type") == Some("scsi");
+        if let (true, Some(Address::Drive(a))) = (is_scsi, &h.info.address) {
+            needed.push((ControllerType::Scsi, a.controller));
+        }
+    }
+    for (kind, idx) in needed {
+        for i in 0..=idx {
+            if find_controller(def, kind, i).is_none() {
+                let model = if kind == ControllerType::Scsi {
+                    Some(ControllerModel::Scsi(default_scsi_model(caps, arch)))
+                } else {
+                    None
+                };
+                add_controller(def, Controller::new(kind, i, model));
+            }
+        }
+    }
+    // virtio-serial controller for virtio channels/consoles
+    let needs_vs = def
+        .devices
+        .channels
+        .iter()
+        .any(|c| c.target.kind.as_deref() == Some("virtio"))
+        || def
+            .devices
+            .consoles
+            .iter()
+            .any(|c| c.target.kind.as_deref() == Some("virtio"));
+    if needs_vs {
+        let mut idxs: Vec<u32> = def
+            .devices
+            .channels
+            .iter()
+            .chain(def.devices.consoles.iter())
+            .filter_map(|c| match &c.info.address {
+                Some(Address::VirtioSerial { controller, .. }) => Some(*controller),
+                _ => None,
+            })
+            .collect();
+        if idxs.is_empty() {
+            idxs.push(0);
+        }
+        for i in idxs {
+            maybe_add_controller(def, ControllerType::VirtioSerial, i, None);
+        }
+    }
+    // ccid controller for smartcards
+    if !def.devices.smartcards.is_empty() {
+        maybe_add_controller(def, ControllerType::Ccid, 0, None);
+    }
+    // video for graphics
+    if !def.devices.graphics.is_empty() && def.devices.videos.is_empty() {
+        let only_nonvideo = def
+            .devices
+            .graphics
+            .iter()
+            .all(|g| matches!(g.kind, GraphicsType::EglHeadless));
+        if !only_nonvideo {
+            let mut v = Video {
+                kind: None,
+                ram: None,
+                vram: None,
+                vram64: None,
+                vgamem: None,
+                heads: None,
+                primary: false,
+                model_residue: crate::xml::Element::new("model"),
+                driver: None,
+                info: crate::address::DeviceInfo::default(),
+                residue: crate::xml::Element::new("video"),
+            };
+            video_defaults(&mut v, caps, arch, machine);
+            def.devices.videos.push(v);
+        }
+    }
+    Ok(())
+}
+
+fn video_post_parse(def: &mut Domain, caps: &QemuCaps, arch: &str, machine: &str) {
+    if let Some(pos) = def.devices.videos.iter().position(|v| v.primary) {
+        if pos != 0 {
+            let v = def.devices.videos.remove(pos);
+            def.devices.videos.insert(0, v);
+        }
+    }
+    if let Some(v) = def.devices.videos.first_mut() {
+        if v.kind == Some(VideoType::None) {
+            let alias = v.info.alias.take();
+            v.ram = None;
+            v.vram = None;
+            v.vgamem = None;
+            v.heads = None;
+            v.info = crate::address::DeviceInfo {
+                alias,
+                ..Default::default()
+            };
+        } else {
+            v.primary = true;
+            video_defaults(v, caps, arch, machine);
+        }
+    }
+}
+
+fn assign_virtio_serial_addresses(def: &mut Domain) {
+    let mut used: Vec<(u32, u32, u32)> = Vec::new();
+    let devs = def
+        .devices
+        .channels
+        .iter()
+        .chain(def.devices.consoles.iter());
+    for d in devs {
+        if let Some(Address::VirtioSerial {
+            controller,
+            bus,
+            port,
+        }) = &d.info.address
+        {
+            if *port != 0 {
+                used.push((*controller, *bus, *port));
+            }
+        }
+    }
+    let assign = |d: &mut ChrDevice, used: &mut Vec<(u32, u32, u32)>| {
+        if d.target.kind.as_deref() != Some("virtio") {
+            return;
+        }
+        let (controller, bus) = match &d.info.address {
+            Some(Address::VirtioSerial { port, .. }) if *port != 0 => return,
+            Some(Address::VirtioSerial {
+                controller, bus, ..
+            }) => (*controller, *bus),
+            None => (0, 0),
+            _ => return,
+        };
+        // virtconsoles start at port 0, channels at 1
+        let start = if d.device == ChrDeviceKind::Console {
+            0
+        } else {
+            1
+        };
+        let mut port = start;
+        while used.contains(&(controller, bus, port)) {
+            port += 1;
+        }
+        used.push((controller, bus, port));
+        d.info.address = Some(Address::VirtioSerial {
+            controller,
+            bus,
+            port,
+        });
+    };
+    for c in &mut def.devices.consoles {
+        assign(c, &mut used);
+    }
+    for c in &mut def.devices.channels {
+        assign(c, &mut used);
+    }
+}
+
+/// Helper for other modules: the PCI address of a device, if assigned.
+pub fn pci_of(a: &Option<Address>) -> Option<PciAddress> {
+    match a {
+        Some(Address::Pci(PciDeviceAddress { addr, .. })) if !addr.is_empty() => Some(*addr),
+        _ => None,
+    }
+}
