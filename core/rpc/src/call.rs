@@ -143,6 +143,25 @@ pub fn error_frame(call: &Header, error: &RemoteError) -> Result<Vec<u8>, FrameE
     frame::encode_frame(&Header::error_reply_to(call), error)
 }
 
+/// Whether `body` decodes as `T`, checking that the value re-encodes canonically
+/// (decode, encode, decode, encode gives the same bytes twice).
+fn reencode<T: XdrDecode + XdrEncode>(
+    body: &[u8],
+    name: &'static str,
+) -> Result<bool, &'static str> {
+    let Ok(value) = xdr::from_bytes::<T>(body) else {
+        return Ok(false);
+    };
+    let first = xdr::to_bytes(&value).map_err(|_| name)?;
+    let again: T = xdr::from_bytes(&first).map_err(|_| name)?;
+    let second = xdr::to_bytes(&again).map_err(|_| name)?;
+    if first == second {
+        Ok(true)
+    } else {
+        Err(name)
+    }
+}
+
 /// A server → client event message (`*_msg` struct) and the procedure that carries it.
 pub trait EventMessage: XdrEncode {
     /// The program and procedure number of this message.

@@ -14,6 +14,7 @@
 pub mod call;
 pub mod client;
 pub mod error;
+pub mod events;
 pub mod frame;
 pub mod procedures;
 #[path = "generated/qemu.rs"]

@@ -227,9 +227,16 @@ fn exercise(bytes: &[u8], peer: &Peer, ro_peer: &Peer) {
         FRAMES.fetch_add(1, Ordering::Relaxed);
         let _ = dispatch(&frame, peer, &mut Echo);
         let _ = dispatch(&frame, ro_peer, &mut Echo);
-        let _ = decode_every_type(&frame.body);
+        check_round_trip(&frame.body);
     }
-    let _ = decode_every_type(bytes);
+    check_round_trip(bytes);
+}
+
+/// Whatever decodes as a generated type must re-encode canonically.
+fn check_round_trip(body: &[u8]) {
+    if let Err(name) = decode_every_type(body) {
+        panic!("{name} does not round-trip {body:02x?}");
+    }
 }
 
 #[test]

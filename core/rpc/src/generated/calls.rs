@@ -681,342 +681,1060 @@ impl Call {
     }
 }
 
-/// Tries to decode `body` as every generated type; returns how many accepted it.
-/// For the decoder fuzz test: nothing here may panic on any input.
+/// Decodes `body` as every generated type and checks that what decodes re-encodes
+/// canonically; returns how many types accepted it, or the first that did not
+/// round-trip. For the decoder fuzz test: nothing here may panic on any input.
 #[doc(hidden)]
-pub fn decode_every_type(body: &[u8]) -> usize {
+pub fn decode_every_type(body: &[u8]) -> Result<usize, &'static str> {
     let mut ok = 0;
-    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullDomain>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullNetwork>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullNwfilter>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullInterface>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullStoragePool>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullNodeDevice>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullSecret>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NonnullDomainSnapshot>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::Error>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::VcpuInfo>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::TypedParamValue>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::TypedParam>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetCpuStats>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetMemoryStats>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectOpenArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectSupportsFeatureArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectSupportsFeatureRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetTypeRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetVersionRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetLibVersionRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetHostnameRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetSysinfoArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetSysinfoRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetUriRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetMaxVcpusArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetMaxVcpusRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetInfoRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetCapabilitiesRet>(body).is_ok());
+    ok += usize::from(reencode::<crate::remote::NonnullDomain>(
+        body,
+        "remote_nonnull_domain",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NonnullNetwork>(
+        body,
+        "remote_nonnull_network",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NonnullNwfilter>(
+        body,
+        "remote_nonnull_nwfilter",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NonnullInterface>(
+        body,
+        "remote_nonnull_interface",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NonnullStoragePool>(
+        body,
+        "remote_nonnull_storage_pool",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NonnullNodeDevice>(
+        body,
+        "remote_nonnull_node_device",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NonnullSecret>(
+        body,
+        "remote_nonnull_secret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NonnullDomainSnapshot>(
+        body,
+        "remote_nonnull_domain_snapshot",
+    )?);
+    ok += usize::from(reencode::<crate::remote::Error>(body, "remote_error")?);
+    ok += usize::from(reencode::<crate::remote::VcpuInfo>(
+        body,
+        "remote_vcpu_info",
+    )?);
+    ok += usize::from(reencode::<crate::remote::TypedParamValue>(
+        body,
+        "remote_typed_param_value",
+    )?);
+    ok += usize::from(reencode::<crate::remote::TypedParam>(
+        body,
+        "remote_typed_param",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NodeGetCpuStats>(
+        body,
+        "remote_node_get_cpu_stats",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NodeGetMemoryStats>(
+        body,
+        "remote_node_get_memory_stats",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectOpenArgs>(
+        body,
+        "remote_connect_open_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectSupportsFeatureArgs>(
+        body,
+        "remote_connect_supports_feature_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectSupportsFeatureRet>(
+        body,
+        "remote_connect_supports_feature_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetTypeRet>(
+        body,
+        "remote_connect_get_type_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetVersionRet>(
+        body,
+        "remote_connect_get_version_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetLibVersionRet>(
+        body,
+        "remote_connect_get_lib_version_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetHostnameRet>(
+        body,
+        "remote_connect_get_hostname_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetSysinfoArgs>(
+        body,
+        "remote_connect_get_sysinfo_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetSysinfoRet>(
+        body,
+        "remote_connect_get_sysinfo_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetUriRet>(
+        body,
+        "remote_connect_get_uri_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetMaxVcpusArgs>(
+        body,
+        "remote_connect_get_max_vcpus_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetMaxVcpusRet>(
+        body,
+        "remote_connect_get_max_vcpus_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NodeGetInfoRet>(
+        body,
+        "remote_node_get_info_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetCapabilitiesRet>(
+        body,
+        "remote_connect_get_capabilities_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetDomainCapabilitiesArgs>(
+        body,
+        "remote_connect_get_domain_capabilities_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetDomainCapabilitiesRet>(
+        body,
+        "remote_connect_get_domain_capabilities_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NodeGetCpuStatsArgs>(
+        body,
+        "remote_node_get_cpu_stats_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NodeGetCpuStatsRet>(
+        body,
+        "remote_node_get_cpu_stats_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NodeGetMemoryStatsArgs>(
+        body,
+        "remote_node_get_memory_stats_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NodeGetMemoryStatsRet>(
+        body,
+        "remote_node_get_memory_stats_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NodeGetCellsFreeMemoryArgs>(
+        body,
+        "remote_node_get_cells_free_memory_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NodeGetCellsFreeMemoryRet>(
+        body,
+        "remote_node_get_cells_free_memory_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NodeGetFreeMemoryRet>(
+        body,
+        "remote_node_get_free_memory_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetSchedulerTypeArgs>(
+        body,
+        "remote_domain_get_scheduler_type_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetSchedulerTypeRet>(
+        body,
+        "remote_domain_get_scheduler_type_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetPerfEventsArgs>(
+        body,
+        "remote_domain_get_perf_events_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetPerfEventsRet>(
+        body,
+        "remote_domain_get_perf_events_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainBlockStatsArgs>(
+        body,
+        "remote_domain_block_stats_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainBlockStatsRet>(
+        body,
+        "remote_domain_block_stats_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainBlockStatsFlagsArgs>(
+        body,
+        "remote_domain_block_stats_flags_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainBlockStatsFlagsRet>(
+        body,
+        "remote_domain_block_stats_flags_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainInterfaceStatsArgs>(
+        body,
+        "remote_domain_interface_stats_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainInterfaceStatsRet>(
+        body,
+        "remote_domain_interface_stats_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainMemoryStatsArgs>(
+        body,
+        "remote_domain_memory_stats_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainMemoryStat>(
+        body,
+        "remote_domain_memory_stat",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainMemoryStatsRet>(
+        body,
+        "remote_domain_memory_stats_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetBlockInfoArgs>(
+        body,
+        "remote_domain_get_block_info_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetBlockInfoRet>(
+        body,
+        "remote_domain_get_block_info_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListDomainsArgs>(
+        body,
+        "remote_connect_list_domains_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListDomainsRet>(
+        body,
+        "remote_connect_list_domains_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectNumOfDomainsRet>(
+        body,
+        "remote_connect_num_of_domains_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainCreateXmlArgs>(
+        body,
+        "remote_domain_create_xml_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainCreateXmlRet>(
+        body,
+        "remote_domain_create_xml_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainLookupByIdArgs>(
+        body,
+        "remote_domain_lookup_by_id_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainLookupByIdRet>(
+        body,
+        "remote_domain_lookup_by_id_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainLookupByUuidArgs>(
+        body,
+        "remote_domain_lookup_by_uuid_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainLookupByUuidRet>(
+        body,
+        "remote_domain_lookup_by_uuid_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainLookupByNameArgs>(
+        body,
+        "remote_domain_lookup_by_name_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainLookupByNameRet>(
+        body,
+        "remote_domain_lookup_by_name_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainSuspendArgs>(
+        body,
+        "remote_domain_suspend_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainResumeArgs>(
+        body,
+        "remote_domain_resume_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainShutdownArgs>(
+        body,
+        "remote_domain_shutdown_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainRebootArgs>(
+        body,
+        "remote_domain_reboot_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainResetArgs>(
+        body,
+        "remote_domain_reset_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainDestroyArgs>(
+        body,
+        "remote_domain_destroy_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainDestroyFlagsArgs>(
+        body,
+        "remote_domain_destroy_flags_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetOsTypeArgs>(
+        body,
+        "remote_domain_get_os_type_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetOsTypeRet>(
+        body,
+        "remote_domain_get_os_type_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetMaxMemoryArgs>(
+        body,
+        "remote_domain_get_max_memory_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetMaxMemoryRet>(
+        body,
+        "remote_domain_get_max_memory_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainSetMemoryFlagsArgs>(
+        body,
+        "remote_domain_set_memory_flags_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetInfoArgs>(
+        body,
+        "remote_domain_get_info_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetInfoRet>(
+        body,
+        "remote_domain_get_info_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetXmlDescArgs>(
+        body,
+        "remote_domain_get_xml_desc_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetXmlDescRet>(
+        body,
+        "remote_domain_get_xml_desc_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListDefinedDomainsArgs>(
+        body,
+        "remote_connect_list_defined_domains_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListDefinedDomainsRet>(
+        body,
+        "remote_connect_list_defined_domains_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectNumOfDefinedDomainsRet>(
+        body,
+        "remote_connect_num_of_defined_domains_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainCreateArgs>(
+        body,
+        "remote_domain_create_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainCreateWithFlagsArgs>(
+        body,
+        "remote_domain_create_with_flags_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainCreateWithFlagsRet>(
+        body,
+        "remote_domain_create_with_flags_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainDefineXmlArgs>(
+        body,
+        "remote_domain_define_xml_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainDefineXmlRet>(
+        body,
+        "remote_domain_define_xml_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainDefineXmlFlagsArgs>(
+        body,
+        "remote_domain_define_xml_flags_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainDefineXmlFlagsRet>(
+        body,
+        "remote_domain_define_xml_flags_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainUndefineArgs>(
+        body,
+        "remote_domain_undefine_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainUndefineFlagsArgs>(
+        body,
+        "remote_domain_undefine_flags_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainInjectNmiArgs>(
+        body,
+        "remote_domain_inject_nmi_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainSendKeyArgs>(
+        body,
+        "remote_domain_send_key_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainSetVcpusFlagsArgs>(
+        body,
+        "remote_domain_set_vcpus_flags_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetVcpusFlagsArgs>(
+        body,
+        "remote_domain_get_vcpus_flags_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetVcpusFlagsRet>(
+        body,
+        "remote_domain_get_vcpus_flags_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetVcpuPinInfoArgs>(
+        body,
+        "remote_domain_get_vcpu_pin_info_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetVcpuPinInfoRet>(
+        body,
+        "remote_domain_get_vcpu_pin_info_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetEmulatorPinInfoArgs>(
+        body,
+        "remote_domain_get_emulator_pin_info_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetEmulatorPinInfoRet>(
+        body,
+        "remote_domain_get_emulator_pin_info_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetVcpusArgs>(
+        body,
+        "remote_domain_get_vcpus_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetVcpusRet>(
+        body,
+        "remote_domain_get_vcpus_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetMaxVcpusArgs>(
+        body,
+        "remote_domain_get_max_vcpus_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetMaxVcpusRet>(
+        body,
+        "remote_domain_get_max_vcpus_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainIothreadInfo>(
+        body,
+        "remote_domain_iothread_info",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetIothreadInfoArgs>(
+        body,
+        "remote_domain_get_iothread_info_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetIothreadInfoRet>(
+        body,
+        "remote_domain_get_iothread_info_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetSecurityLabelArgs>(
+        body,
+        "remote_domain_get_security_label_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetSecurityLabelRet>(
+        body,
+        "remote_domain_get_security_label_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetSecurityLabelListArgs>(
+        body,
+        "remote_domain_get_security_label_list_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetSecurityLabelListRet>(
+        body,
+        "remote_domain_get_security_label_list_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NodeGetSecurityModelRet>(
+        body,
+        "remote_node_get_security_model_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainAttachDeviceArgs>(
+        body,
+        "remote_domain_attach_device_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainAttachDeviceFlagsArgs>(
+        body,
+        "remote_domain_attach_device_flags_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainDetachDeviceArgs>(
+        body,
+        "remote_domain_detach_device_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainDetachDeviceFlagsArgs>(
+        body,
+        "remote_domain_detach_device_flags_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainUpdateDeviceFlagsArgs>(
+        body,
+        "remote_domain_update_device_flags_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetAutostartArgs>(
+        body,
+        "remote_domain_get_autostart_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetAutostartRet>(
+        body,
+        "remote_domain_get_autostart_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainSetAutostartArgs>(
+        body,
+        "remote_domain_set_autostart_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainSetMetadataArgs>(
+        body,
+        "remote_domain_set_metadata_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetMetadataArgs>(
+        body,
+        "remote_domain_get_metadata_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetMetadataRet>(
+        body,
+        "remote_domain_get_metadata_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetHostnameArgs>(
+        body,
+        "remote_domain_get_hostname_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetHostnameRet>(
+        body,
+        "remote_domain_get_hostname_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::AuthListRet>(
+        body,
+        "remote_auth_list_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventLifecycleMsg>(
+        body,
+        "remote_domain_event_lifecycle_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventCallbackLifecycleMsg>(
+        body,
+        "remote_domain_event_callback_lifecycle_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectDomainXmlFromNativeArgs>(
+        body,
+        "remote_connect_domain_xml_from_native_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectDomainXmlFromNativeRet>(
+        body,
+        "remote_connect_domain_xml_from_native_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectDomainXmlToNativeArgs>(
+        body,
+        "remote_connect_domain_xml_to_native_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectDomainXmlToNativeRet>(
+        body,
+        "remote_connect_domain_xml_to_native_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectIsSecureRet>(
+        body,
+        "remote_connect_is_secure_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainIsActiveArgs>(
+        body,
+        "remote_domain_is_active_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainIsActiveRet>(
+        body,
+        "remote_domain_is_active_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainIsPersistentArgs>(
+        body,
+        "remote_domain_is_persistent_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainIsPersistentRet>(
+        body,
+        "remote_domain_is_persistent_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainIsUpdatedArgs>(
+        body,
+        "remote_domain_is_updated_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainIsUpdatedRet>(
+        body,
+        "remote_domain_is_updated_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectCompareCpuArgs>(
+        body,
+        "remote_connect_compare_cpu_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectCompareCpuRet>(
+        body,
+        "remote_connect_compare_cpu_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectBaselineCpuArgs>(
+        body,
+        "remote_connect_baseline_cpu_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectBaselineCpuRet>(
+        body,
+        "remote_connect_baseline_cpu_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetJobInfoArgs>(
+        body,
+        "remote_domain_get_job_info_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetJobInfoRet>(
+        body,
+        "remote_domain_get_job_info_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainAbortJobArgs>(
+        body,
+        "remote_domain_abort_job_args",
+    )?);
     ok += usize::from(
-        xdr::from_bytes::<crate::remote::ConnectGetDomainCapabilitiesArgs>(body).is_ok(),
+        reencode::<crate::remote::ConnectDomainEventRegisterAnyArgs>(
+            body,
+            "remote_connect_domain_event_register_any_args",
+        )?,
     );
+    ok += usize::from(reencode::<
+        crate::remote::ConnectDomainEventDeregisterAnyArgs,
+    >(
+        body, "remote_connect_domain_event_deregister_any_args"
+    )?);
+    ok += usize::from(reencode::<
+        crate::remote::ConnectDomainEventCallbackRegisterAnyArgs,
+    >(
+        body,
+        "remote_connect_domain_event_callback_register_any_args",
+    )?);
+    ok += usize::from(reencode::<
+        crate::remote::ConnectDomainEventCallbackRegisterAnyRet,
+    >(
+        body,
+        "remote_connect_domain_event_callback_register_any_ret",
+    )?);
+    ok += usize::from(reencode::<
+        crate::remote::ConnectDomainEventCallbackDeregisterAnyArgs,
+    >(
+        body,
+        "remote_connect_domain_event_callback_deregister_any_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventRebootMsg>(
+        body,
+        "remote_domain_event_reboot_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventCallbackRebootMsg>(
+        body,
+        "remote_domain_event_callback_reboot_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventRtcChangeMsg>(
+        body,
+        "remote_domain_event_rtc_change_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventCallbackRtcChangeMsg>(
+        body,
+        "remote_domain_event_callback_rtc_change_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventWatchdogMsg>(
+        body,
+        "remote_domain_event_watchdog_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventCallbackWatchdogMsg>(
+        body,
+        "remote_domain_event_callback_watchdog_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventIoErrorMsg>(
+        body,
+        "remote_domain_event_io_error_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventCallbackIoErrorMsg>(
+        body,
+        "remote_domain_event_callback_io_error_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventIoErrorReasonMsg>(
+        body,
+        "remote_domain_event_io_error_reason_msg",
+    )?);
+    ok += usize::from(reencode::<
+        crate::remote::DomainEventCallbackIoErrorReasonMsg,
+    >(
+        body, "remote_domain_event_callback_io_error_reason_msg"
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventGraphicsAddress>(
+        body,
+        "remote_domain_event_graphics_address",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventGraphicsIdentity>(
+        body,
+        "remote_domain_event_graphics_identity",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventGraphicsMsg>(
+        body,
+        "remote_domain_event_graphics_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventCallbackGraphicsMsg>(
+        body,
+        "remote_domain_event_callback_graphics_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventBlockJobMsg>(
+        body,
+        "remote_domain_event_block_job_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventCallbackBlockJobMsg>(
+        body,
+        "remote_domain_event_callback_block_job_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventDiskChangeMsg>(
+        body,
+        "remote_domain_event_disk_change_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventCallbackDiskChangeMsg>(
+        body,
+        "remote_domain_event_callback_disk_change_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventTrayChangeMsg>(
+        body,
+        "remote_domain_event_tray_change_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventCallbackTrayChangeMsg>(
+        body,
+        "remote_domain_event_callback_tray_change_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventPmwakeupMsg>(
+        body,
+        "remote_domain_event_pmwakeup_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventCallbackPmwakeupMsg>(
+        body,
+        "remote_domain_event_callback_pmwakeup_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventPmsuspendMsg>(
+        body,
+        "remote_domain_event_pmsuspend_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventCallbackPmsuspendMsg>(
+        body,
+        "remote_domain_event_callback_pmsuspend_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventBalloonChangeMsg>(
+        body,
+        "remote_domain_event_balloon_change_msg",
+    )?);
+    ok += usize::from(reencode::<
+        crate::remote::DomainEventCallbackBalloonChangeMsg,
+    >(
+        body, "remote_domain_event_callback_balloon_change_msg"
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventPmsuspendDiskMsg>(
+        body,
+        "remote_domain_event_pmsuspend_disk_msg",
+    )?);
+    ok += usize::from(reencode::<
+        crate::remote::DomainEventCallbackPmsuspendDiskMsg,
+    >(
+        body, "remote_domain_event_callback_pmsuspend_disk_msg"
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainManagedSaveArgs>(
+        body,
+        "remote_domain_managed_save_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainHasManagedSaveImageArgs>(
+        body,
+        "remote_domain_has_managed_save_image_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainHasManagedSaveImageRet>(
+        body,
+        "remote_domain_has_managed_save_image_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainManagedSaveRemoveArgs>(
+        body,
+        "remote_domain_managed_save_remove_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainSnapshotNumArgs>(
+        body,
+        "remote_domain_snapshot_num_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainSnapshotNumRet>(
+        body,
+        "remote_domain_snapshot_num_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainSnapshotListNamesArgs>(
+        body,
+        "remote_domain_snapshot_list_names_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainSnapshotListNamesRet>(
+        body,
+        "remote_domain_snapshot_list_names_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainListAllSnapshotsArgs>(
+        body,
+        "remote_domain_list_all_snapshots_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainListAllSnapshotsRet>(
+        body,
+        "remote_domain_list_all_snapshots_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetStateArgs>(
+        body,
+        "remote_domain_get_state_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetStateRet>(
+        body,
+        "remote_domain_get_state_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventControlErrorMsg>(
+        body,
+        "remote_domain_event_control_error_msg",
+    )?);
     ok += usize::from(
-        xdr::from_bytes::<crate::remote::ConnectGetDomainCapabilitiesRet>(body).is_ok(),
+        reencode::<crate::remote::DomainEventCallbackControlErrorMsg>(
+            body,
+            "remote_domain_event_callback_control_error_msg",
+        )?,
     );
-    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetCpuStatsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetCpuStatsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetMemoryStatsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetMemoryStatsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetCellsFreeMemoryArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetCellsFreeMemoryRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetFreeMemoryRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetSchedulerTypeArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetSchedulerTypeRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetPerfEventsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetPerfEventsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainBlockStatsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainBlockStatsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainBlockStatsFlagsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainBlockStatsFlagsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainInterfaceStatsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainInterfaceStatsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainMemoryStatsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainMemoryStat>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainMemoryStatsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetBlockInfoArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetBlockInfoRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListDomainsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListDomainsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectNumOfDomainsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainCreateXmlArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainCreateXmlRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainLookupByIdArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainLookupByIdRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainLookupByUuidArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainLookupByUuidRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainLookupByNameArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainLookupByNameRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSuspendArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainResumeArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainShutdownArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainRebootArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainResetArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDestroyArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDestroyFlagsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetOsTypeArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetOsTypeRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMaxMemoryArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMaxMemoryRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSetMemoryFlagsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetInfoArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetInfoRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetXmlDescArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetXmlDescRet>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::ConnectListDefinedDomainsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListDefinedDomainsRet>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::ConnectNumOfDefinedDomainsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainCreateArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainCreateWithFlagsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainCreateWithFlagsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDefineXmlArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDefineXmlRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDefineXmlFlagsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDefineXmlFlagsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainUndefineArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainUndefineFlagsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainInjectNmiArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSendKeyArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSetVcpusFlagsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetVcpusFlagsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetVcpusFlagsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetVcpuPinInfoArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetVcpuPinInfoRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetEmulatorPinInfoArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetEmulatorPinInfoRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetVcpusArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetVcpusRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMaxVcpusArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMaxVcpusRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIothreadInfo>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetIothreadInfoArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetIothreadInfoRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetSecurityLabelArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetSecurityLabelRet>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::DomainGetSecurityLabelListArgs>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::DomainGetSecurityLabelListRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetSecurityModelRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainAttachDeviceArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainAttachDeviceFlagsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDetachDeviceArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainDetachDeviceFlagsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainUpdateDeviceFlagsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetAutostartArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetAutostartRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSetAutostartArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSetMetadataArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMetadataArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMetadataRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetHostnameArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetHostnameRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::AuthListRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventLifecycleMsg>(body).is_ok());
+    ok += usize::from(reencode::<crate::remote::DomainGetControlInfoArgs>(
+        body,
+        "remote_domain_get_control_info_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetControlInfoRet>(
+        body,
+        "remote_domain_get_control_info_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainShutdownFlagsArgs>(
+        body,
+        "remote_domain_shutdown_flags_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListAllDomainsArgs>(
+        body,
+        "remote_connect_list_all_domains_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListAllDomainsRet>(
+        body,
+        "remote_connect_list_all_domains_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListAllStoragePoolsArgs>(
+        body,
+        "remote_connect_list_all_storage_pools_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListAllStoragePoolsRet>(
+        body,
+        "remote_connect_list_all_storage_pools_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListAllNetworksArgs>(
+        body,
+        "remote_connect_list_all_networks_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListAllNetworksRet>(
+        body,
+        "remote_connect_list_all_networks_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListAllInterfacesArgs>(
+        body,
+        "remote_connect_list_all_interfaces_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListAllInterfacesRet>(
+        body,
+        "remote_connect_list_all_interfaces_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListAllNodeDevicesArgs>(
+        body,
+        "remote_connect_list_all_node_devices_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListAllNodeDevicesRet>(
+        body,
+        "remote_connect_list_all_node_devices_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListAllNwfiltersArgs>(
+        body,
+        "remote_connect_list_all_nwfilters_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListAllNwfiltersRet>(
+        body,
+        "remote_connect_list_all_nwfilters_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListAllSecretsArgs>(
+        body,
+        "remote_connect_list_all_secrets_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectListAllSecretsRet>(
+        body,
+        "remote_connect_list_all_secrets_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NodeGetCpuMapArgs>(
+        body,
+        "remote_node_get_cpu_map_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NodeGetCpuMapRet>(
+        body,
+        "remote_node_get_cpu_map_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetTimeArgs>(
+        body,
+        "remote_domain_get_time_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetTimeRet>(
+        body,
+        "remote_domain_get_time_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventDeviceRemovedMsg>(
+        body,
+        "remote_domain_event_device_removed_msg",
+    )?);
+    ok += usize::from(reencode::<
+        crate::remote::DomainEventCallbackDeviceRemovedMsg,
+    >(
+        body, "remote_domain_event_callback_device_removed_msg"
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventBlockJob2Msg>(
+        body,
+        "remote_domain_event_block_job_2_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventBlockThresholdMsg>(
+        body,
+        "remote_domain_event_block_threshold_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventCallbackTunableMsg>(
+        body,
+        "remote_domain_event_callback_tunable_msg",
+    )?);
     ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackLifecycleMsg>(body).is_ok(),
+        reencode::<crate::remote::DomainEventCallbackDeviceAddedMsg>(
+            body,
+            "remote_domain_event_callback_device_added_msg",
+        )?,
     );
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::ConnectDomainXmlFromNativeArgs>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::ConnectDomainXmlFromNativeRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectDomainXmlToNativeArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectDomainXmlToNativeRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectIsSecureRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIsActiveArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIsActiveRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIsPersistentArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIsPersistentRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIsUpdatedArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIsUpdatedRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectCompareCpuArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectCompareCpuRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectBaselineCpuArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectBaselineCpuRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetJobInfoArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetJobInfoRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainAbortJobArgs>(body).is_ok());
+    ok += usize::from(reencode::<crate::remote::ConnectEventConnectionClosedMsg>(
+        body,
+        "remote_connect_event_connection_closed_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetCpuModelNamesArgs>(
+        body,
+        "remote_connect_get_cpu_model_names_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetCpuModelNamesRet>(
+        body,
+        "remote_connect_get_cpu_model_names_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainStatsRecord>(
+        body,
+        "remote_domain_stats_record",
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetAllDomainStatsArgs>(
+        body,
+        "remote_connect_get_all_domain_stats_args",
+    )?);
+    ok += usize::from(reencode::<
+        crate::remote::DomainEventCallbackAgentLifecycleMsg,
+    >(
+        body, "remote_domain_event_callback_agent_lifecycle_msg"
+    )?);
+    ok += usize::from(reencode::<crate::remote::ConnectGetAllDomainStatsRet>(
+        body,
+        "remote_connect_get_all_domain_stats_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainIpAddr>(
+        body,
+        "remote_domain_ip_addr",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainInterface>(
+        body,
+        "remote_domain_interface",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainInterfaceAddressesArgs>(
+        body,
+        "remote_domain_interface_addresses_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainInterfaceAddressesRet>(
+        body,
+        "remote_domain_interface_addresses_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainRenameArgs>(
+        body,
+        "remote_domain_rename_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainRenameRet>(
+        body,
+        "remote_domain_rename_ret",
+    )?);
+    ok += usize::from(reencode::<
+        crate::remote::DomainEventCallbackMigrationIterationMsg,
+    >(
+        body,
+        "remote_domain_event_callback_migration_iteration_msg",
+    )?);
     ok += usize::from(
-        xdr::from_bytes::<crate::remote::ConnectDomainEventRegisterAnyArgs>(body).is_ok(),
+        reencode::<crate::remote::DomainEventCallbackJobCompletedMsg>(
+            body,
+            "remote_domain_event_callback_job_completed_msg",
+        )?,
     );
+    ok += usize::from(reencode::<
+        crate::remote::DomainEventCallbackDeviceRemovalFailedMsg,
+    >(
+        body,
+        "remote_domain_event_callback_device_removal_failed_msg",
+    )?);
+    ok += usize::from(reencode::<
+        crate::remote::DomainEventCallbackMetadataChangeMsg,
+    >(
+        body, "remote_domain_event_callback_metadata_change_msg"
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainEventMemoryFailureMsg>(
+        body,
+        "remote_domain_event_memory_failure_msg",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetGuestInfoArgs>(
+        body,
+        "remote_domain_get_guest_info_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetGuestInfoRet>(
+        body,
+        "remote_domain_get_guest_info_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetMessagesArgs>(
+        body,
+        "remote_domain_get_messages_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::DomainGetMessagesRet>(
+        body,
+        "remote_domain_get_messages_ret",
+    )?);
+    ok += usize::from(reencode::<
+        crate::remote::DomainEventMemoryDeviceSizeChangeMsg,
+    >(
+        body, "remote_domain_event_memory_device_size_change_msg"
+    )?);
+    ok += usize::from(reencode::<crate::qemu::DomainMonitorCommandArgs>(
+        body,
+        "qemu_domain_monitor_command_args",
+    )?);
+    ok += usize::from(reencode::<crate::qemu::DomainMonitorCommandRet>(
+        body,
+        "qemu_domain_monitor_command_ret",
+    )?);
+    ok += usize::from(reencode::<crate::qemu::DomainAttachArgs>(
+        body,
+        "qemu_domain_attach_args",
+    )?);
+    ok += usize::from(reencode::<crate::qemu::DomainAttachRet>(
+        body,
+        "qemu_domain_attach_ret",
+    )?);
+    ok += usize::from(reencode::<crate::qemu::DomainAgentCommandArgs>(
+        body,
+        "qemu_domain_agent_command_args",
+    )?);
+    ok += usize::from(reencode::<crate::qemu::DomainAgentCommandRet>(
+        body,
+        "qemu_domain_agent_command_ret",
+    )?);
+    ok += usize::from(reencode::<
+        crate::qemu::ConnectDomainMonitorEventRegisterArgs,
+    >(
+        body, "qemu_connect_domain_monitor_event_register_args"
+    )?);
     ok += usize::from(
-        xdr::from_bytes::<crate::remote::ConnectDomainEventDeregisterAnyArgs>(body).is_ok(),
+        reencode::<crate::qemu::ConnectDomainMonitorEventRegisterRet>(
+            body,
+            "qemu_connect_domain_monitor_event_register_ret",
+        )?,
     );
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::ConnectDomainEventCallbackRegisterAnyArgs>(body).is_ok(),
-    );
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::ConnectDomainEventCallbackRegisterAnyRet>(body).is_ok(),
-    );
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::ConnectDomainEventCallbackDeregisterAnyArgs>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventRebootMsg>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventCallbackRebootMsg>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventRtcChangeMsg>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackRtcChangeMsg>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventWatchdogMsg>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::DomainEventCallbackWatchdogMsg>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventIoErrorMsg>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::DomainEventCallbackIoErrorMsg>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventIoErrorReasonMsg>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackIoErrorReasonMsg>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventGraphicsAddress>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventGraphicsIdentity>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventGraphicsMsg>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::DomainEventCallbackGraphicsMsg>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventBlockJobMsg>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::DomainEventCallbackBlockJobMsg>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventDiskChangeMsg>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackDiskChangeMsg>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventTrayChangeMsg>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackTrayChangeMsg>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventPmwakeupMsg>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::DomainEventCallbackPmwakeupMsg>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventPmsuspendMsg>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackPmsuspendMsg>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventBalloonChangeMsg>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackBalloonChangeMsg>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventPmsuspendDiskMsg>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackPmsuspendDiskMsg>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainManagedSaveArgs>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::DomainHasManagedSaveImageArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainHasManagedSaveImageRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainManagedSaveRemoveArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSnapshotNumArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSnapshotNumRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSnapshotListNamesArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainSnapshotListNamesRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainListAllSnapshotsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainListAllSnapshotsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetStateArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetStateRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventControlErrorMsg>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackControlErrorMsg>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetControlInfoArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetControlInfoRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainShutdownFlagsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllDomainsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllDomainsRet>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::ConnectListAllStoragePoolsArgs>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::ConnectListAllStoragePoolsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllNetworksArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllNetworksRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllInterfacesArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllInterfacesRet>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::ConnectListAllNodeDevicesArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllNodeDevicesRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllNwfiltersArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllNwfiltersRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllSecretsArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectListAllSecretsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetCpuMapArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::NodeGetCpuMapRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetTimeArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetTimeRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventDeviceRemovedMsg>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackDeviceRemovedMsg>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventBlockJob2Msg>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventBlockThresholdMsg>(body).is_ok());
-    ok +=
-        usize::from(xdr::from_bytes::<crate::remote::DomainEventCallbackTunableMsg>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackDeviceAddedMsg>(body).is_ok(),
-    );
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::ConnectEventConnectionClosedMsg>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetCpuModelNamesArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetCpuModelNamesRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainStatsRecord>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetAllDomainStatsArgs>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackAgentLifecycleMsg>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::remote::ConnectGetAllDomainStatsRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainIpAddr>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainInterface>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainInterfaceAddressesArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainInterfaceAddressesRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainRenameArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainRenameRet>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackMigrationIterationMsg>(body).is_ok(),
-    );
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackJobCompletedMsg>(body).is_ok(),
-    );
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackDeviceRemovalFailedMsg>(body).is_ok(),
-    );
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventCallbackMetadataChangeMsg>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainEventMemoryFailureMsg>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetGuestInfoArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetGuestInfoRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMessagesArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::remote::DomainGetMessagesRet>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::remote::DomainEventMemoryDeviceSizeChangeMsg>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::qemu::DomainMonitorCommandArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::qemu::DomainMonitorCommandRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::qemu::DomainAttachArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::qemu::DomainAttachRet>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::qemu::DomainAgentCommandArgs>(body).is_ok());
-    ok += usize::from(xdr::from_bytes::<crate::qemu::DomainAgentCommandRet>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::qemu::ConnectDomainMonitorEventRegisterArgs>(body).is_ok(),
-    );
-    ok += usize::from(
-        xdr::from_bytes::<crate::qemu::ConnectDomainMonitorEventRegisterRet>(body).is_ok(),
-    );
-    ok += usize::from(
-        xdr::from_bytes::<crate::qemu::ConnectDomainMonitorEventDeregisterArgs>(body).is_ok(),
-    );
-    ok += usize::from(xdr::from_bytes::<crate::qemu::DomainMonitorEventMsg>(body).is_ok());
-    ok += usize::from(
-        xdr::from_bytes::<crate::qemu::DomainMonitorCommandWithFilesArgs>(body).is_ok(),
-    );
-    ok +=
-        usize::from(xdr::from_bytes::<crate::qemu::DomainMonitorCommandWithFilesRet>(body).is_ok());
-    ok
+    ok += usize::from(reencode::<
+        crate::qemu::ConnectDomainMonitorEventDeregisterArgs,
+    >(
+        body, "qemu_connect_domain_monitor_event_deregister_args"
+    )?);
+    ok += usize::from(reencode::<crate::qemu::DomainMonitorEventMsg>(
+        body,
+        "qemu_domain_monitor_event_msg",
+    )?);
+    ok += usize::from(reencode::<crate::qemu::DomainMonitorCommandWithFilesArgs>(
+        body,
+        "qemu_domain_monitor_command_with_files_args",
+    )?);
+    ok += usize::from(reencode::<crate::qemu::DomainMonitorCommandWithFilesRet>(
+        body,
+        "qemu_domain_monitor_command_with_files_ret",
+    )?);
+    Ok(ok)
 }
 
 impl EventMessage for crate::remote::DomainEventCallbackLifecycleMsg {
