@@ -727,6 +727,35 @@ impl Controller {
     }
 }
 
+/// Inserts a controller where libvirt's `virDomainControllerInsert` puts it:
+/// grouped by type, ordered by index, a USB master before its companions.
+pub fn insert_controller(list: &mut Vec<Controller>, c: Controller) -> usize {
+    let mut insert_at: Option<usize> = None;
+    for i in (0..list.len()).rev() {
+        let cur = &list[i];
+        if cur.kind != c.kind {
+            continue;
+        }
+        let Some(new_idx) = c.index else {
+            insert_at = Some(i + 1);
+            break;
+        };
+        if cur.idx() > new_idx {
+            insert_at = Some(i);
+        } else if c.info.master_startport.is_none()
+            && cur.info.master_startport.is_some()
+            && cur.idx() == new_idx
+        {
+            insert_at = Some(i);
+        } else if insert_at.is_none() {
+            insert_at = Some(i + 1);
+        }
+    }
+    let pos = insert_at.unwrap_or(list.len());
+    list.insert(pos, c);
+    pos
+}
+
 // ---------------------------------------------------------------- net
 
 str_enum! {
@@ -1998,7 +2027,7 @@ impl GenericDevice {
 fn generic_order(name: &str) -> (&'static [&'static str], &'static [&'static str]) {
     match name {
         "hostdev" => (&["source", "driver", "readonly", "shareable"], &[]),
-        "rng" => (&["rate", "backend"], &["driver"]),
+        "rng" => (&["rate", "backend", "driver"], &[]),
         "tpm" => (&["backend"], &[]),
         "filesystem" => (
             &[
@@ -2109,7 +2138,10 @@ impl Devices {
                     d.emulator = c.take_text();
                 }
                 "disk" => d.disks.push(Disk::parse(c, opts)?),
-                "controller" => d.controllers.push(Controller::parse(c, opts)?),
+                "controller" => {
+                    let c = Controller::parse(c, opts)?;
+                    insert_controller(&mut d.controllers, c);
+                }
                 "interface" => d.interfaces.push(Interface::parse(c, opts)?),
                 "serial" => d
                     .serials

@@ -765,9 +765,9 @@ impl Domain {
                     .ok_or_else(|| Error::xml(format!("invalid {n} value: '{t}'"))),
             }
         };
-        d.on_poweroff = action(&mut e, "on_poweroff")?;
-        d.on_reboot = action(&mut e, "on_reboot")?;
-        d.on_crash = action(&mut e, "on_crash")?;
+        d.on_poweroff = Some(action(&mut e, "on_poweroff")?.unwrap_or(LifecycleAction::Destroy));
+        d.on_reboot = Some(action(&mut e, "on_reboot")?.unwrap_or(LifecycleAction::Restart));
+        d.on_crash = Some(action(&mut e, "on_crash")?.unwrap_or(LifecycleAction::Destroy));
         if let Some(t) = text_of(&mut e, "on_lockfailure") {
             d.on_lockfailure = Some(
                 LockFailureAction::from_name(&t)

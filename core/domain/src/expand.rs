@@ -181,30 +181,9 @@ fn find_controller(def: &Domain, kind: ControllerType, idx: u32) -> Option<usize
         .position(|c| c.kind == kind && c.idx() == idx)
 }
 
-/// Adds a controller keeping libvirt's order (sorted by type, then index).
+/// Adds a controller keeping libvirt's order (grouped by type, by index).
 pub fn add_controller(def: &mut Domain, c: Controller) -> usize {
-    let list = &mut def.devices.controllers;
-    let pos = list
-        .iter()
-        .position(|x| (x.kind, x.idx()) > (c.kind, c.idx()))
-        .unwrap_or(list.len());
-    // libvirt inserts after the last controller of the same type with a
-    // lower index, or at the end of that type's group.
-    let same_type_last = list
-        .iter()
-        .rposition(|x| x.kind == c.kind && x.idx() < c.idx());
-    let pos = match same_type_last {
-        Some(p) => p + 1,
-        None => {
-            if list.iter().any(|x| x.kind == c.kind) {
-                list.iter().position(|x| x.kind == c.kind).unwrap_or(pos)
-            } else {
-                list.len()
-            }
-        }
-    };
-    list.insert(pos, c);
-    pos
+    insert_controller(&mut def.devices.controllers, c)
 }
 
 fn maybe_add_controller(
@@ -594,6 +573,28 @@ fn device_post_parse(
 ) -> Result<()> {
     let x86 = is_x86(arch);
     for disk in &mut def.devices.disks {
+        let drv = disk.driver.get_or_insert_with(Default::default);
+        if drv.residue.name.is_empty() {
+            drv.residue.name = "driver".into();
+        }
+        if drv.name.is_none() {
+            drv.name = Some("qemu".into());
+        }
+        if drv.format.is_none() && disk.kind != DiskType::Volume {
+            drv.format = Some("raw".into());
+        }
+        set_encryption_engine(&mut disk.residue);
+        if let Some(src) = &mut disk.source {
+            set_encryption_engine(&mut src.residue);
+            if let Some(proto) = src.protocol.clone() {
+                for h in &mut src.hosts {
+                    let tcp = matches!(h.transport.as_deref(), None | Some("tcp"));
+                    if h.port.is_none() && tcp && h.name.is_some() {
+                        h.port = default_port(&proto).map(|p| p.to_string());
+                    }
+                }
+            }
+        }
         if disk.target.bus.is_none() {
             disk.target.bus = Some(default_disk_bus(&disk.target.dev));
         }
@@ -650,12 +651,69 @@ fn device_post_parse(
     for v in &mut def.devices.videos {
         video_defaults(v, caps, arch, machine);
     }
+    if let Some(v) = &mut def.devices.vsock {
+        if v.attr("model").is_none() {
+            v.set_attr("model", "virtio");
+        }
+    }
+    numa_cpus_rectify(def);
     for ch in &mut def.devices.channels {
         if ch.target.kind.is_none() {
             ch.target.kind = Some("virtio".into());
         }
     }
     Ok(())
+}
+
+/// Default TCP port of a network storage protocol
+/// (`virStorageSourceNetworkDefaultPort`).
+fn default_port(protocol: &str) -> Option<u32> {
+    Some(match protocol {
+        "http" => 80,
+        "https" => 443,
+        "ftp" => 21,
+        "ftps" => 990,
+        "tftp" => 69,
+        "sheepdog" => 7000,
+        "nbd" => 10809,
+        "ssh" => 22,
+        "iscsi" => 3260,
+        "gluster" => 24007,
+        "vxhs" => 9999,
+        _ => return None,
+    })
+}
+
+fn set_encryption_engine(e: &mut crate::xml::Element) {
+    for c in &mut e.children {
+        if c.is("encryption") && c.get_attr("engine").is_none() {
+            c.push_attr("engine", "qemu");
+        }
+    }
+}
+
+/// Gives vCPUs that no NUMA cell lists to the first cell
+/// (`qemuDomainDefNumaCPUsRectify`).
+fn numa_cpus_rectify(def: &mut Domain) {
+    let max = def.vcpu.max;
+    let Some(cpu) = &mut def.cpu else { return };
+    if cpu.numa.is_empty() {
+        return;
+    }
+    let covered: std::collections::BTreeSet<u32> = cpu
+        .numa
+        .iter()
+        .filter_map(|c| c.cpus.as_ref())
+        .flat_map(|s| s.0.iter().copied())
+        .collect();
+    let missing: Vec<u32> = (0..max).filter(|i| !covered.contains(i)).collect();
+    if missing.is_empty() || covered.len() as u32 >= max {
+        return;
+    }
+    if let Some(first) = cpu.numa.first_mut() {
+        let set = first.cpus.get_or_insert_with(Default::default);
+        set.0.extend(missing);
+    }
 }
 
 fn default_scsi_model(caps: &QemuCaps, arch: &str) -> ScsiModel {
