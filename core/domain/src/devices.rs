@@ -740,12 +740,10 @@ pub fn insert_controller(list: &mut Vec<Controller>, c: Controller) -> usize {
             insert_at = Some(i + 1);
             break;
         };
-        if cur.idx() > new_idx {
-            insert_at = Some(i);
-        } else if c.info.master_startport.is_none()
+        let master_first = c.info.master_startport.is_none()
             && cur.info.master_startport.is_some()
-            && cur.idx() == new_idx
-        {
+            && cur.idx() == new_idx;
+        if cur.idx() > new_idx || master_first {
             insert_at = Some(i);
         } else if insert_at.is_none() {
             insert_at = Some(i + 1);
