@@ -16,12 +16,14 @@ use qvisor_caps::QemuCaps;
 fn main() -> anyhow::Result<()> {
     let mut kvm = false;
     let mut compare = None;
+    let mut host_caps = false;
     let mut binaries = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--kvm" => kvm = true,
             "--compare" => compare = args.next(),
+            "--host-caps" => host_caps = true,
             _ => binaries.push(PathBuf::from(a)),
         }
     }
@@ -33,6 +35,29 @@ fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let results = probe_binaries(&binaries, &opts);
     let elapsed = start.elapsed();
+    if host_caps {
+        use qvisor_caps::hostcaps::{
+            host_capabilities_xml, read_host_facts, GuestEmulator, SecModel,
+        };
+        let all: Vec<QemuCaps> = results.into_iter().collect::<Result<_, _>>()?;
+        let guests: Vec<GuestEmulator> = all
+            .iter()
+            .map(|c| GuestEmulator {
+                arch: c.arch.clone(),
+                caps: c,
+            })
+            .collect();
+        let none = SecModel {
+            model: "none".into(),
+            doi: "0".into(),
+            base_labels: vec![],
+        };
+        print!(
+            "{}",
+            host_capabilities_xml(&read_host_facts(vec![none]), &guests)
+        );
+        return Ok(());
+    }
     for (b, r) in binaries.iter().zip(results) {
         let caps = r?;
         match &compare {
@@ -40,7 +65,13 @@ fn main() -> anyhow::Result<()> {
                 let other = QemuCaps::load_cache_file(path)?;
                 let missing: Vec<_> = other.flags.iter().filter(|f| !caps.has(*f)).collect();
                 let extra: Vec<_> = caps.flags.iter().filter(|f| !other.has(*f)).collect();
-                println!("{}: {} flags; vs {path}: {} only there, {} only here", b.display(), caps.flags.len(), missing.len(), extra.len());
+                println!(
+                    "{}: {} flags; vs {path}: {} only there, {} only here",
+                    b.display(),
+                    caps.flags.len(),
+                    missing.len(),
+                    extra.len()
+                );
                 for f in missing {
                     println!("  - {f}");
                 }
@@ -51,6 +82,10 @@ fn main() -> anyhow::Result<()> {
             None => print!("{}", caps.to_cache_xml()),
         }
     }
-    eprintln!("probed {} binaries in {:.0} ms", binaries.len(), elapsed.as_secs_f64() * 1000.0);
+    eprintln!(
+        "probed {} binaries in {:.0} ms",
+        binaries.len(),
+        elapsed.as_secs_f64() * 1000.0
+    );
     Ok(())
 }

@@ -34,9 +34,11 @@
 pub mod arch;
 pub mod cache;
 mod cache_xml;
+pub mod cpumap;
 mod error;
 pub mod flags;
 pub mod host;
+pub mod hostcaps;
 pub mod live;
 mod model;
 pub mod probe;
