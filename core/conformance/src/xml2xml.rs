@@ -100,6 +100,7 @@ pub fn load_domain(inputs: &Inputs) -> Result<qvisor_domain::Domain, String> {
         random: &mut random,
     };
     qvisor_domain::expand(&mut def, &mut ctx).map_err(|e| e.to_string())?;
+    qvisor_domain::validate(&def).map_err(|e| e.to_string())?;
     let _ = &inputs.aux;
     Ok(def)
 }

@@ -31,6 +31,7 @@ pub mod error;
 pub mod expand;
 mod pci;
 pub mod qemu_ns;
+pub mod validate;
 pub mod xml;
 
 pub use address::{Address, DeviceInfo, DriveAddress, PciAddress};
@@ -40,6 +41,7 @@ pub use domain::*;
 pub use error::{Error, Result};
 pub use expand::{expand, ExpandContext};
 pub use qemu_ns::{DeprecationBehavior, DeviceOverride, PropertyValue, QemuNamespace};
+pub use validate::validate;
 
 /// Parses a domain XML document.
 pub fn parse(text: &str, opts: ParseOptions) -> Result<Domain> {

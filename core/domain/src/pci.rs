@@ -591,7 +591,12 @@ fn device_slots(def: &mut Domain, set: &mut AddrSet, ctx: &Ctx) -> Result<()> {
     }
     if let Some(io) = d.iommu.as_mut() {
         if io.attr("model") == Some("virtio") && wants(&io.info) {
-            set.assign(&mut io.info, ctx.virtio)?;
+            // integrated device: on the root bus, never behind a port
+            let f = Flags {
+                conn: ctx.virtio.conn,
+                auto: false,
+            };
+            set.assign(&mut io.info, f)?;
         }
     }
     if let Some(v) = d.vsock.as_mut() {
