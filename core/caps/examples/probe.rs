@@ -17,6 +17,7 @@ fn main() -> anyhow::Result<()> {
     let mut kvm = false;
     let mut compare = None;
     let mut host_caps = false;
+    let mut domcaps = false;
     let mut binaries = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -24,6 +25,7 @@ fn main() -> anyhow::Result<()> {
             "--kvm" => kvm = true,
             "--compare" => compare = args.next(),
             "--host-caps" => host_caps = true,
+            "--domcaps" => domcaps = true,
             _ => binaries.push(PathBuf::from(a)),
         }
     }
@@ -60,6 +62,23 @@ fn main() -> anyhow::Result<()> {
     }
     for (b, r) in binaries.iter().zip(results) {
         let caps = r?;
+        if domcaps {
+            use qvisor_caps::domcaps::{domain_capabilities_xml, host_model, DomCapsHostFacts};
+            let host = DomCapsHostFacts {
+                host_arch: "x86_64".into(),
+                firmware_auto: vec!["efi".into()],
+                loaders: vec!["/usr/share/OVMF/OVMF_CODE_4M.fd".into()],
+                swtpm: Some((true, true)),
+                ..Default::default()
+            };
+            let accel = caps.preferred_accel().unwrap_or(qvisor_caps::Accel::Tcg);
+            let hm = host_model(&caps, accel);
+            print!(
+                "{}",
+                domain_capabilities_xml(&caps, None, None, None, &host, hm.as_ref())?
+            );
+            continue;
+        }
         match &compare {
             Some(path) => {
                 let other = QemuCaps::load_cache_file(path)?;

@@ -35,6 +35,7 @@ pub mod arch;
 pub mod cache;
 mod cache_xml;
 pub mod cpumap;
+pub mod domcaps;
 mod error;
 pub mod flags;
 pub mod host;

@@ -15,6 +15,7 @@ index = ET.parse(os.path.join(d, "index.xml")).getroot()
 files = [i.get("filename") for i in index.find("arch[@name='x86']").iter("include")]
 
 vendors, features, models = [], [], {}
+aliases = []
 order = []
 REGS = ["eax", "ebx", "ecx", "edx"]
 for f in files:
@@ -34,12 +35,15 @@ for f in files:
         if m is not None:
             msr = (int(m.get("index"), 16), int(m.get("eax"), 16), int(m.get("edx"), 16))
         features.append((feat.get("name"), bits, msr, feat.get("migratable") != "no"))
+        for a in feat.findall("alias"):
+            aliases.append((a.get("name"), feat.get("name")))
     for m in root.findall("model"):
         name = m.get("name")
         parent = m.find("model")
         feats = list(models[parent.get("name")]["features"]) if parent is not None else []
         vendor = m.find("vendor")
         decode = m.find("decode")
+        guest_ok = decode is None or decode.get("guest") != "off"
         sigs = [(int(s.get("family")), int(s.get("model"))) for s in m.findall("signature")]
         if parent is not None and not sigs:
             sigs = list(models[parent.get("name")]["sigs"])
@@ -50,6 +54,7 @@ for f in files:
             "vendor": vendor.get("name") if vendor is not None else (
                 models[parent.get("name")]["vendor"] if parent is not None else None),
             "host": decode is None or decode.get("host") != "off",
+            "guest": guest_ok,
             "sigs": sigs,
             "features": feats,
         }
@@ -74,6 +79,12 @@ for name, bits, msr, mig in features:
     print(f'    X86Feature {{ name: "{name}", cpuid: &[{b}], msr: {ms}, migratable: {str(mig).lower()} }},')
 print("];")
 print()
+print("/// Other spellings of features (QEMU's): (alias, feature).")
+print("pub const ALIASES: &[(&str, &str)] = &[")
+for a, n in aliases:
+    print(f'    ("{a}", "{n}"),')
+print("];")
+print()
 print("/// x86 models in the map's order (oldest first), inheritance resolved;")
 print("/// features are indexes into [`FEATURES`].")
 print("pub const MODELS: &[X86Model] = &[")
@@ -82,5 +93,5 @@ for name in order:
     v = f'Some("{m["vendor"]}")' if m["vendor"] else "None"
     sigs = ", ".join(f"({a}, {b})" for a, b in m["sigs"])
     feats = ", ".join(str(fidx[x]) for x in m["features"])
-    print(f'    X86Model {{ name: "{name}", vendor: {v}, decode_host: {str(m["host"]).lower()}, signatures: &[{sigs}], features: &[{feats}] }},')
+    print(f'    X86Model {{ name: "{name}", vendor: {v}, decode_host: {str(m["host"]).lower()}, decode_guest: {str(m["guest"]).lower()}, signatures: &[{sigs}], features: &[{feats}] }},')
 print("];")

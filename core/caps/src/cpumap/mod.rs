@@ -6,7 +6,7 @@
 
 mod x86_data;
 
-pub use x86_data::{FEATURES, MODELS, VENDORS};
+pub use x86_data::{ALIASES, FEATURES, MODELS, VENDORS};
 
 /// One CPUID bit set of a feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +54,8 @@ pub struct X86Model {
     pub vendor: Option<&'static str>,
     /// Whether the model may name a host CPU.
     pub decode_host: bool,
+    /// Whether the model may name a guest CPU (host-model).
+    pub decode_guest: bool,
     /// (family, model) signatures.
     pub signatures: &'static [(u32, u32)],
     /// Indexes into [`FEATURES`].
@@ -145,6 +147,10 @@ impl X86CpuData {
 /// Index of a feature by libvirt name (QEMU spellings accepted).
 pub fn feature_index(name: &str) -> Option<usize> {
     let name = crate::probe::tables::cpu_feature_from_qemu("x86_64", name);
+    let name = ALIASES
+        .iter()
+        .find(|(a, _)| *a == name)
+        .map_or(name, |(_, n)| n);
     FEATURES.iter().position(|f| f.name == name)
 }
 
@@ -223,6 +229,124 @@ pub fn decode_host(
             .iter()
             .filter_map(|&i| FEATURES.get(i).map(|f| f.name))
             .collect(),
+    })
+}
+
+/// A hypervisor CPU model a guest CPU may be named after, with the
+/// features blocking it.
+#[derive(Debug, Clone, Copy)]
+pub struct HvModel<'a> {
+    /// Model name.
+    pub name: &'a str,
+    /// Blocking features (QEMU spelling).
+    pub blockers: &'a [String],
+}
+
+/// A guest CPU: model, vendor and features to require or disable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedGuestCpu {
+    /// Model name.
+    pub model: &'static str,
+    /// Vendor's libvirt name.
+    pub vendor: Option<&'static str>,
+    /// (`require` | `disable`, feature) in libvirt's order.
+    pub features: Vec<(&'static str, &'static str)>,
+}
+
+/// Names a guest CPU (libvirt's host-model) from its features, among the
+/// hypervisor's models (`x86Decode` for a guest CPU): features the model
+/// lacks are required, features it has but the CPU lacks (or that block the
+/// hypervisor's model) are disabled; each disabled feature costs more than
+/// a required one.
+pub fn decode_guest(
+    features: &[usize],
+    vendor: Option<&str>,
+    signature: Option<(u32, u32)>,
+    hv_models: &[HvModel<'_>],
+) -> Option<DecodedGuestCpu> {
+    const BASE_PENALTY: usize = 2;
+    let mut have = vec![false; FEATURES.len()];
+    for &f in features {
+        if let Some(h) = have.get_mut(f) {
+            *h = true;
+        }
+    }
+    let sig_match = |m: &X86Model| signature.is_some_and(|s| m.signatures.contains(&s));
+    let score = |enabled: usize, disabled: usize| {
+        // The n-th disabled feature costs BASE_PENALTY + n.
+        enabled + (0..disabled).map(|n| BASE_PENALTY + n).sum::<usize>()
+    };
+    struct Cand {
+        model: &'static X86Model,
+        required: Vec<usize>,
+        disabled: Vec<usize>,
+    }
+    let mut best: Option<Cand> = None;
+    for m in MODELS.iter().rev() {
+        let Some(hv) = hv_models.iter().find(|h| h.name == m.name) else {
+            continue;
+        };
+        if !m.decode_guest {
+            continue;
+        }
+        if let (Some(v), Some(mv)) = (vendor, m.vendor) {
+            if v != mv {
+                continue;
+            }
+        }
+        let required: Vec<usize> = features
+            .iter()
+            .copied()
+            .filter(|f| !m.features.contains(f))
+            .collect();
+        let mut disabled: Vec<usize> = m.features.iter().copied().filter(|&f| !have[f]).collect();
+        for b in hv.blockers {
+            if let Some(i) = feature_index(b) {
+                if !required.contains(&i) && !disabled.contains(&i) {
+                    disabled.push(i);
+                }
+            }
+        }
+        let take = match &best {
+            None => true,
+            Some(cur) => {
+                if sig_match(cur.model) && !sig_match(m) {
+                    false
+                } else if !sig_match(cur.model) && sig_match(m) {
+                    true
+                } else {
+                    let (c, cd) = (
+                        score(cur.required.len(), cur.disabled.len()),
+                        cur.disabled.len(),
+                    );
+                    let n = score(required.len(), disabled.len());
+                    n < c || (n == c && disabled.len() < cd)
+                }
+            }
+        };
+        if take {
+            best = Some(Cand {
+                model: m,
+                required,
+                disabled,
+            });
+        }
+    }
+    let best = best?;
+    let mut out = Vec::new();
+    for (policy, list) in [("require", &best.required), ("disable", &best.disabled)] {
+        let mut l = list.clone();
+        l.sort_unstable();
+        l.dedup();
+        out.extend(
+            l.iter()
+                .filter_map(|&i| FEATURES.get(i).map(|f| (policy, f.name))),
+        );
+    }
+    Some(DecodedGuestCpu {
+        model: best.model.name,
+        vendor: vendor.and_then(|v| VENDORS.iter().find(|(n, _)| *n == v).map(|(n, _)| *n)),
+        features: out,
     })
 }
 

@@ -2335,6 +2335,35 @@ pub const FEATURES: &[X86Feature] = &[
     },
 ];
 
+/// Other spellings of features (QEMU's): (alias, feature).
+pub const ALIASES: &[(&str, &str)] = &[
+    ("sse3", "pni"),
+    ("pclmulqdq", "pclmuldq"),
+    ("ds-cpl", "ds_cpl"),
+    ("sse4-1", "sse4.1"),
+    ("sse4_1", "sse4.1"),
+    ("sse4-2", "sse4.2"),
+    ("sse4_2", "sse4.2"),
+    ("tsc-adjust", "tsc_adjust"),
+    ("cqm", "cmt"),
+    ("md_clear", "md-clear"),
+    ("arch_capabilities", "arch-capabilities"),
+    ("xd", "nx"),
+    ("ffxsr", "fxsr_opt"),
+    ("fxsr-opt", "fxsr_opt"),
+    ("i64", "lm"),
+    ("lahf-lm", "lahf_lm"),
+    ("cmp-legacy", "cmp_legacy"),
+    ("nodeid-msr", "nodeid_msr"),
+    ("perfctr-core", "perfctr_core"),
+    ("perfctr-nb", "perfctr_nb"),
+    ("svm_lock", "svm-lock"),
+    ("nrip_save", "nrip-save"),
+    ("tsc_scale", "tsc-scale"),
+    ("vmcb_clean", "vmcb-clean"),
+    ("pause_filter", "pause-filter"),
+];
+
 /// x86 models in the map's order (oldest first), inheritance resolved;
 /// features are indexes into [`FEATURES`].
 pub const MODELS: &[X86Model] = &[
@@ -2342,6 +2371,7 @@ pub const MODELS: &[X86Model] = &[
         name: "486",
         vendor: None,
         decode_host: true,
+        decode_guest: true,
         signatures: &[],
         features: &[0, 3, 1],
     },
@@ -2349,6 +2379,7 @@ pub const MODELS: &[X86Model] = &[
         name: "pentium",
         vendor: None,
         decode_host: true,
+        decode_guest: true,
         signatures: &[],
         features: &[8, 2, 0, 7, 21, 5, 3, 4, 1],
     },
@@ -2356,6 +2387,7 @@ pub const MODELS: &[X86Model] = &[
         name: "pentium2",
         vendor: None,
         decode_host: true,
+        decode_guest: true,
         signatures: &[],
         features: &[
             14, 8, 2, 0, 22, 13, 7, 21, 5, 11, 6, 15, 12, 3, 16, 10, 4, 1,
@@ -2365,6 +2397,7 @@ pub const MODELS: &[X86Model] = &[
         name: "pentium3",
         vendor: None,
         decode_host: true,
+        decode_guest: true,
         signatures: &[],
         features: &[
             14, 8, 2, 0, 22, 13, 7, 21, 5, 11, 6, 15, 12, 3, 16, 10, 23, 4, 1,
@@ -2374,6 +2407,7 @@ pub const MODELS: &[X86Model] = &[
         name: "pentiumpro",
         vendor: None,
         decode_host: true,
+        decode_guest: true,
         signatures: &[],
         features: &[9, 14, 8, 2, 0, 22, 7, 21, 5, 6, 15, 12, 3, 10, 23, 24, 4],
     },
@@ -2381,6 +2415,7 @@ pub const MODELS: &[X86Model] = &[
         name: "coreduo",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[],
         features: &[
             9, 18, 14, 8, 2, 0, 22, 13, 7, 21, 33, 5, 11, 147, 6, 15, 12, 30, 3, 10, 23, 24, 4, 1,
@@ -2390,6 +2425,7 @@ pub const MODELS: &[X86Model] = &[
         name: "n270",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[],
         features: &[
             9, 18, 14, 8, 2, 0, 22, 13, 7, 21, 33, 5, 11, 147, 6, 15, 12, 30, 3, 10, 23, 24, 39, 4,
@@ -2400,6 +2436,7 @@ pub const MODELS: &[X86Model] = &[
         name: "core2duo",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[],
         features: &[
             9, 18, 14, 8, 2, 0, 22, 152, 13, 7, 21, 33, 5, 11, 147, 6, 15, 12, 30, 3, 16, 10, 23,
@@ -2410,6 +2447,7 @@ pub const MODELS: &[X86Model] = &[
         name: "qemu32",
         vendor: None,
         decode_host: true,
+        decode_guest: true,
         signatures: &[],
         features: &[
             9, 14, 8, 2, 0, 22, 7, 21, 5, 6, 15, 12, 30, 3, 10, 23, 24, 4,
@@ -2419,6 +2457,7 @@ pub const MODELS: &[X86Model] = &[
         name: "kvm32",
         vendor: None,
         decode_host: true,
+        decode_guest: true,
         signatures: &[],
         features: &[
             9, 18, 14, 8, 2, 0, 22, 13, 7, 21, 5, 11, 6, 15, 12, 30, 3, 16, 10, 23, 24, 4,
@@ -2428,6 +2467,7 @@ pub const MODELS: &[X86Model] = &[
         name: "cpu64-rhel5",
         vendor: None,
         decode_host: false,
+        decode_guest: false,
         signatures: &[],
         features: &[
             9, 18, 14, 8, 2, 0, 22, 152, 13, 7, 21, 5, 11, 147, 6, 15, 12, 30, 3, 16, 10, 23, 24,
@@ -2438,6 +2478,7 @@ pub const MODELS: &[X86Model] = &[
         name: "cpu64-rhel6",
         vendor: None,
         decode_host: false,
+        decode_guest: false,
         signatures: &[],
         features: &[
             9, 18, 14, 42, 8, 2, 0, 22, 155, 152, 13, 7, 21, 5, 11, 147, 6, 15, 12, 30, 3, 16, 10,
@@ -2448,6 +2489,7 @@ pub const MODELS: &[X86Model] = &[
         name: "qemu64",
         vendor: None,
         decode_host: true,
+        decode_guest: true,
         signatures: &[],
         features: &[
             9, 18, 14, 42, 8, 2, 0, 22, 152, 13, 7, 21, 5, 11, 147, 6, 15, 12, 30, 3, 16, 10, 23,
@@ -2458,6 +2500,7 @@ pub const MODELS: &[X86Model] = &[
         name: "kvm64",
         vendor: None,
         decode_host: true,
+        decode_guest: true,
         signatures: &[],
         features: &[
             9, 18, 14, 42, 8, 2, 0, 22, 152, 13, 7, 21, 5, 11, 147, 6, 15, 12, 30, 3, 16, 10, 23,
@@ -2468,6 +2511,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Conroe",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 15), (6, 22)],
         features: &[
             9, 18, 14, 8, 2, 0, 22, 155, 152, 13, 7, 21, 5, 11, 147, 6, 15, 12, 30, 3, 16, 10, 23,
@@ -2478,6 +2522,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Penryn",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 23), (6, 29)],
         features: &[
             9, 18, 14, 42, 8, 2, 0, 22, 155, 152, 13, 7, 21, 5, 11, 147, 6, 15, 12, 30, 3, 16, 10,
@@ -2488,6 +2533,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Nehalem",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 26), (6, 30), (6, 31), (6, 46)],
         features: &[
             9, 18, 14, 42, 8, 2, 0, 22, 155, 152, 13, 7, 21, 5, 11, 147, 6, 15, 12, 30, 51, 3, 16,
@@ -2498,6 +2544,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Nehalem-IBRS",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 26), (6, 30), (6, 31), (6, 46)],
         features: &[
             9, 18, 14, 42, 8, 2, 0, 22, 155, 152, 13, 7, 21, 5, 11, 147, 6, 15, 12, 30, 51, 3, 16,
@@ -2508,6 +2555,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Westmere",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 44), (6, 47), (6, 37)],
         features: &[
             53, 9, 18, 14, 42, 8, 2, 0, 22, 155, 152, 13, 7, 21, 5, 11, 147, 6, 15, 12, 30, 51, 3,
@@ -2518,6 +2566,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Westmere-IBRS",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 44)],
         features: &[
             53, 9, 18, 14, 42, 8, 2, 0, 22, 155, 152, 13, 7, 21, 5, 11, 147, 6, 15, 12, 30, 51, 3,
@@ -2528,6 +2577,7 @@ pub const MODELS: &[X86Model] = &[
         name: "SandyBridge",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 42), (6, 45)],
         features: &[
             53, 9, 56, 18, 14, 42, 8, 2, 0, 22, 155, 152, 13, 7, 21, 5, 11, 147, 6, 15, 31, 12, 30,
@@ -2538,6 +2588,7 @@ pub const MODELS: &[X86Model] = &[
         name: "SandyBridge-IBRS",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 42), (6, 45)],
         features: &[
             53, 9, 56, 18, 14, 42, 8, 2, 0, 22, 155, 152, 13, 7, 21, 5, 11, 147, 6, 15, 31, 12, 30,
@@ -2548,6 +2599,7 @@ pub const MODELS: &[X86Model] = &[
         name: "IvyBridge",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 58), (6, 62)],
         features: &[
             53, 9, 56, 18, 14, 42, 8, 2, 69, 57, 0, 61, 22, 155, 152, 13, 7, 21, 5, 11, 147, 6, 15,
@@ -2558,6 +2610,7 @@ pub const MODELS: &[X86Model] = &[
         name: "IvyBridge-IBRS",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 58), (6, 62)],
         features: &[
             53, 9, 56, 18, 14, 42, 8, 2, 69, 57, 0, 61, 22, 155, 152, 13, 7, 21, 5, 11, 147, 6, 15,
@@ -2568,6 +2621,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Haswell-noTSX",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 60), (6, 63), (6, 69), (6, 70)],
         features: &[
             53, 9, 56, 66, 64, 68, 18, 14, 42, 8, 2, 69, 41, 0, 61, 22, 70, 155, 152, 13, 7, 21,
@@ -2579,6 +2633,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Haswell-noTSX-IBRS",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 60), (6, 63), (6, 69), (6, 70)],
         features: &[
             53, 9, 56, 66, 64, 68, 18, 14, 42, 8, 2, 69, 41, 0, 61, 22, 70, 155, 152, 13, 7, 21,
@@ -2590,6 +2645,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Haswell",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 60), (6, 63), (6, 69), (6, 70)],
         features: &[
             53, 9, 56, 66, 64, 68, 18, 14, 42, 8, 2, 69, 41, 0, 61, 22, 65, 70, 155, 152, 13, 7,
@@ -2601,6 +2657,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Haswell-IBRS",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 60), (6, 63), (6, 69), (6, 70)],
         features: &[
             53, 9, 56, 66, 64, 68, 18, 14, 42, 8, 2, 69, 41, 0, 61, 22, 65, 70, 155, 152, 13, 7,
@@ -2612,6 +2669,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Broadwell-noTSX",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 61), (6, 71), (6, 79), (6, 86)],
         features: &[
             163, 77, 53, 9, 56, 66, 64, 68, 18, 14, 42, 8, 2, 69, 41, 0, 61, 22, 70, 155, 152, 13,
@@ -2623,6 +2681,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Broadwell-noTSX-IBRS",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 61), (6, 71), (6, 79), (6, 86)],
         features: &[
             163, 77, 53, 9, 56, 66, 64, 68, 18, 14, 42, 8, 2, 69, 41, 0, 61, 22, 70, 155, 152, 13,
@@ -2634,6 +2693,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Broadwell",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 61), (6, 71), (6, 79), (6, 86)],
         features: &[
             163, 77, 53, 9, 56, 66, 64, 68, 18, 14, 42, 8, 2, 69, 41, 0, 61, 22, 65, 70, 155, 152,
@@ -2645,6 +2705,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Broadwell-IBRS",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 61), (6, 71), (6, 79), (6, 86)],
         features: &[
             163, 77, 53, 9, 56, 66, 64, 68, 18, 14, 42, 8, 2, 69, 41, 0, 61, 22, 65, 70, 155, 152,
@@ -2656,6 +2717,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Skylake-Client",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 94), (6, 78), (6, 142), (6, 158)],
         features: &[
             163, 160, 77, 53, 9, 60, 56, 66, 64, 68, 18, 14, 42, 8, 2, 69, 57, 41, 0, 61, 22, 65,
@@ -2667,6 +2729,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Skylake-Client-IBRS",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 94), (6, 78), (6, 142), (6, 158)],
         features: &[
             163, 160, 77, 53, 9, 60, 56, 66, 64, 68, 18, 14, 42, 8, 2, 69, 57, 41, 0, 61, 22, 65,
@@ -2678,6 +2741,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Skylake-Client-noTSX-IBRS",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: false,
         signatures: &[(6, 94), (6, 78), (6, 142), (6, 158)],
         features: &[
             163, 160, 77, 53, 9, 60, 56, 66, 64, 68, 18, 14, 42, 8, 2, 69, 57, 41, 0, 61, 22, 70,
@@ -2689,6 +2753,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Skylake-Server",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 85)],
         features: &[
             163, 160, 77, 53, 9, 60, 56, 66, 88, 86, 75, 74, 89, 64, 68, 18, 82, 14, 42, 8, 2, 69,
@@ -2701,6 +2766,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Skylake-Server-IBRS",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 85)],
         features: &[
             163, 160, 77, 53, 9, 60, 56, 66, 88, 86, 75, 74, 89, 64, 68, 18, 82, 14, 42, 8, 2, 69,
@@ -2713,6 +2779,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Skylake-Server-noTSX-IBRS",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: false,
         signatures: &[(6, 85)],
         features: &[
             163, 160, 77, 53, 9, 60, 56, 66, 88, 86, 75, 74, 89, 64, 68, 18, 82, 14, 42, 8, 2, 69,
@@ -2725,6 +2792,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Cascadelake-Server",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 85)],
         features: &[
             163, 160, 77, 53, 9, 60, 56, 66, 88, 86, 75, 74, 89, 99, 64, 68, 18, 81, 82, 14, 42, 8,
@@ -2737,6 +2805,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Cascadelake-Server-noTSX",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: false,
         signatures: &[(6, 85)],
         features: &[
             163, 160, 77, 53, 9, 60, 56, 66, 88, 86, 75, 74, 89, 99, 64, 68, 18, 81, 82, 14, 42, 8,
@@ -2749,6 +2818,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Icelake-Client",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 126)],
         features: &[
             163, 160, 77, 53, 9, 60, 56, 66, 101, 100, 90, 95, 99, 64, 68, 18, 14, 42, 8, 2, 69,
@@ -2761,6 +2831,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Icelake-Client-noTSX",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: false,
         signatures: &[(6, 126)],
         features: &[
             163, 160, 77, 53, 9, 60, 56, 66, 101, 100, 90, 95, 99, 64, 68, 18, 14, 42, 8, 2, 69,
@@ -2773,6 +2844,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Icelake-Server",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 106)],
         features: &[
             163, 160, 77, 53, 9, 60, 56, 66, 101, 100, 88, 86, 75, 74, 90, 95, 89, 99, 64, 68, 18,
@@ -2786,6 +2858,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Icelake-Server-noTSX",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: false,
         signatures: &[(6, 106)],
         features: &[
             163, 160, 77, 53, 9, 60, 56, 66, 101, 100, 88, 86, 75, 74, 90, 95, 89, 99, 64, 68, 18,
@@ -2798,6 +2871,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Cooperlake",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 85)],
         features: &[
             163, 160, 77, 53, 9, 60, 125, 56, 66, 129, 88, 86, 75, 74, 89, 99, 64, 68, 18, 81, 82,
@@ -2810,6 +2884,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Snowridge",
         vendor: Some("Intel"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(6, 134)],
         features: &[
             163, 53, 9, 60, 125, 105, 18, 81, 82, 14, 126, 42, 8, 2, 69, 0, 61, 22, 96, 155, 152,
@@ -2822,6 +2897,7 @@ pub const MODELS: &[X86Model] = &[
         name: "athlon",
         vendor: Some("AMD"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[],
         features: &[
             154, 153, 9, 14, 8, 2, 0, 22, 7, 21, 148, 5, 11, 6, 15, 12, 3, 16, 10, 23, 24, 4, 1,
@@ -2831,6 +2907,7 @@ pub const MODELS: &[X86Model] = &[
         name: "phenom",
         vendor: Some("AMD"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[],
         features: &[
             154, 153, 9, 18, 14, 8, 2, 0, 22, 149, 152, 13, 7, 21, 148, 33, 5, 11, 147, 6, 15, 12,
@@ -2841,6 +2918,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Opteron_G1",
         vendor: Some("AMD"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(15, 6)],
         features: &[
             9, 18, 14, 8, 2, 0, 22, 152, 13, 7, 21, 5, 11, 147, 6, 15, 12, 30, 3, 16, 10, 23, 24,
@@ -2851,6 +2929,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Opteron_G2",
         vendor: Some("AMD"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(15, 6)],
         features: &[
             9, 18, 14, 42, 8, 2, 0, 22, 155, 152, 13, 7, 21, 5, 11, 147, 6, 15, 12, 30, 3, 16, 151,
@@ -2861,6 +2940,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Opteron_G3",
         vendor: Some("AMD"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(15, 6)],
         features: &[
             160, 9, 18, 14, 42, 8, 2, 0, 22, 155, 152, 13, 7, 162, 21, 33, 5, 11, 147, 6, 15, 12,
@@ -2871,6 +2951,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Opteron_G4",
         vendor: Some("AMD"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(21, 1)],
         features: &[
             163, 160, 53, 9, 56, 18, 14, 42, 8, 2, 170, 0, 22, 155, 152, 13, 7, 162, 21, 5, 11,
@@ -2882,6 +2963,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Opteron_G5",
         vendor: Some("AMD"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(21, 2)],
         features: &[
             163, 160, 53, 9, 56, 18, 14, 42, 8, 2, 57, 41, 170, 0, 22, 155, 152, 13, 7, 162, 21, 5,
@@ -2893,6 +2975,7 @@ pub const MODELS: &[X86Model] = &[
         name: "EPYC",
         vendor: Some("AMD"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(23, 1)],
         features: &[
             163, 160, 77, 53, 9, 60, 56, 66, 64, 68, 18, 81, 14, 159, 42, 8, 2, 57, 41, 0, 61, 22,
@@ -2905,6 +2988,7 @@ pub const MODELS: &[X86Model] = &[
         name: "EPYC-IBPB",
         vendor: Some("AMD"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(23, 1)],
         features: &[
             163, 160, 77, 53, 9, 60, 56, 66, 64, 68, 18, 81, 14, 159, 42, 8, 2, 57, 41, 0, 61, 22,
@@ -2917,6 +3001,7 @@ pub const MODELS: &[X86Model] = &[
         name: "EPYC-Rome",
         vendor: Some("AMD"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(23, 49)],
         features: &[
             163, 160, 77, 53, 184, 9, 60, 56, 66, 64, 68, 18, 81, 82, 179, 14, 159, 42, 8, 2, 57,
@@ -2929,6 +3014,7 @@ pub const MODELS: &[X86Model] = &[
         name: "EPYC-Milan",
         vendor: Some("AMD"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(25, 1)],
         features: &[
             163, 160, 77, 53, 185, 184, 9, 60, 56, 66, 64, 68, 18, 81, 82, 179, 14, 159, 42, 8, 2,
@@ -2942,6 +3028,7 @@ pub const MODELS: &[X86Model] = &[
         name: "Dhyana",
         vendor: Some("Hygon"),
         decode_host: true,
+        decode_guest: true,
         signatures: &[(24, 0)],
         features: &[
             163, 160, 77, 9, 60, 56, 66, 64, 68, 18, 81, 14, 159, 42, 8, 2, 57, 41, 0, 61, 22, 149,
