@@ -281,14 +281,13 @@ fn validate_iommu(def: &Domain) -> Result<()> {
                 return Err(unsupported("IOMMU device: 'virtio' requires ACPI"));
             }
             match &io.info.address {
-                Some(Address::Pci(p)) => {
-                    if !p.addr.is_empty() && p.addr.bus != 0 {
-                        return Err(Error::xml(format!(
-                            "The device at PCI address {} needs to be an integrated device (bus=0)",
-                            p.addr
-                        )));
-                    }
+                Some(Address::Pci(p)) if !p.addr.is_empty() && p.addr.bus != 0 => {
+                    return Err(Error::xml(format!(
+                        "The device at PCI address {} needs to be an integrated device (bus=0)",
+                        p.addr
+                    )));
                 }
+                Some(Address::Pci(_)) => {}
                 Some(_) => {
                     return Err(unsupported("IOMMU device: 'virtio' needs a PCI address"));
                 }
