@@ -30,6 +30,31 @@
 //! Accelerators map to domain types with [`Accel::from_virt_type`]
 //! (`kvm` → KVM, `qemu` → TCG, `hvf` → HVF);
 //! [`QemuCaps::supports_virt_type`] says whether the binary supports one.
+//!
+//! # Probing
+//!
+//! - [`probe::probe_main_phase`] / [`probe::probe_tcg_phase`] run libvirt
+//!   9.0's QMP query sequence over any [`probe::Monitor`] (a
+//!   `qvisor_qmp::QmpClient`); the flag logic is libvirt's tables as data
+//!   ([`probe::tables`]).
+//! - [`probe::probe_replay`] runs the same probe against a recorded
+//!   transcript (`caps_V.ARCH.replies`) and reports divergences.
+//! - [`live::probe_binary`] / [`live::probe_binaries`] start real QEMUs
+//!   (both phases at once, several binaries in parallel, with deadlines);
+//!   KVM usability is an input ([`live::ProbeOptions::kvm_usable`]).
+//! - [`cache::CapsCache::lookup`] returns a binary's capabilities from
+//!   memory, from `<cache_dir>/capabilities/<sha256>.xml`, or by probing,
+//!   and keeps the file valid (ctime/size, prober version, KVM, host CPU).
+//!
+//! # Documents
+//!
+//! - [`hostcaps::host_capabilities_xml`] (`virsh capabilities`) from
+//!   [`hostcaps::HostFactsDoc`] (read by [`hostcaps::read_host_facts`]) and
+//!   one [`hostcaps::GuestEmulator`] per emulator.
+//! - [`domcaps::domain_capabilities_xml`] (`virsh domcapabilities`) from
+//!   a [`QemuCaps`], [`domcaps::DomCapsHostFacts`] and
+//!   [`domcaps::host_model`].
+//! - [`cpumap`] holds libvirt's x86 CPU map and model decoder.
 
 pub mod arch;
 pub mod cache;
