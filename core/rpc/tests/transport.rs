@@ -338,3 +338,139 @@ fn a_live_socket_is_not_stolen_and_a_stale_one_is_replaced() {
     };
     assert!(Server::bind(cfg, TestService::default()).is_ok());
 }
+
+#[test]
+fn keepalive_is_answered_while_a_slow_call_runs() {
+    let server = TestServer::start();
+    let mut c = open(&server.rw);
+    let suspend = encode_frame(
+        &Header::call(Program::Remote, remote_proc::DOMAIN_SUSPEND, 50),
+        &qvisor_rpc::remote::DomainSuspendArgs { dom: common::vm1() },
+    )
+    .unwrap();
+    c.send_raw(&suspend).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let start = std::time::Instant::now();
+    c.send_raw(&encode_frame(&Header::message(Program::Keepalive, KEEPALIVE_PING), &()).unwrap())
+        .unwrap();
+    let first = c.read_raw().unwrap().unwrap();
+    assert_eq!(
+        first.header,
+        Header::message(Program::Keepalive, KEEPALIVE_PONG)
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        start.elapsed()
+    );
+    let reply = c.read_raw().unwrap().unwrap();
+    assert_eq!(reply.header.serial, 50);
+    assert_eq!(reply.header.status, MessageStatus::Ok);
+}
+
+#[test]
+fn other_clients_are_served_while_one_runs_a_slow_call() {
+    let server = TestServer::start();
+    let mut slow = open(&server.rw);
+    let suspend = encode_frame(
+        &Header::call(Program::Remote, remote_proc::DOMAIN_SUSPEND, 1),
+        &qvisor_rpc::remote::DomainSuspendArgs { dom: common::vm1() },
+    )
+    .unwrap();
+    slow.send_raw(&suspend).unwrap();
+    let start = std::time::Instant::now();
+    assert_eq!(hostname(&mut open(&server.rw)), "qvisor-test-host");
+    assert!(start.elapsed() < Duration::from_millis(1000));
+}
+
+#[test]
+fn pipelined_calls_are_answered_in_order() {
+    let server = TestServer::start();
+    let mut c = open(&server.rw);
+    let mut burst = Vec::new();
+    for serial in 100..120 {
+        burst.extend(
+            encode_frame(
+                &Header::call(Program::Remote, remote_proc::CONNECT_GET_HOSTNAME, serial),
+                &(),
+            )
+            .unwrap(),
+        );
+    }
+    c.send_raw(&burst).unwrap();
+    for serial in 100..120 {
+        let f = c.read_raw().unwrap().unwrap();
+        assert_eq!(f.header.serial, serial);
+        let r: ConnectGetHostnameRet = qvisor_rpc::xdr::from_bytes(&f.body).unwrap();
+        assert_eq!(r.hostname, "qvisor-test-host");
+    }
+}
+
+#[test]
+fn large_frames_travel_in_both_directions() {
+    let server = TestServer::start();
+    let mut c = open(&server.rw);
+    // 4 MB reply, read slowly so the server has to write it in pieces.
+    c.send_raw(
+        &encode_frame(
+            &Header::call(Program::Remote, remote_proc::CONNECT_GET_CAPABILITIES, 5),
+            &(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let f = c.read_raw().unwrap().unwrap();
+    let caps: qvisor_rpc::remote::ConnectGetCapabilitiesRet =
+        qvisor_rpc::xdr::from_bytes(&f.body).unwrap();
+    assert_eq!(caps.capabilities.len(), common::BIG_REPLY);
+    // A 4 MB call arriving in many small writes; the handler answers it.
+    let xml = "y".repeat(4_000_000);
+    let frame = encode_frame(
+        &Header::call(Program::Remote, remote_proc::DOMAIN_DEFINE_XML, 6),
+        &qvisor_rpc::remote::DomainDefineXmlArgs { xml },
+    )
+    .unwrap();
+    for piece in frame.chunks(100_003) {
+        c.send_raw(piece).unwrap();
+    }
+    let reply = c.read_raw().unwrap().unwrap();
+    assert_eq!(reply.header.serial, 6);
+    let e: qvisor_rpc::RemoteError = qvisor_rpc::xdr::from_bytes(&reply.body).unwrap();
+    assert_eq!(e.code(), Some(ErrorCode::NoSupport));
+    assert_eq!(hostname(&mut c), "qvisor-test-host");
+}
+
+#[test]
+fn a_client_that_stops_reading_events_is_dropped() {
+    let server = TestServer::start();
+    let c = open(&server.rw);
+    let sender = server.seen().senders[0].clone();
+    let msg = DomainEventCallbackRebootMsg {
+        callback_id: 1,
+        msg: qvisor_rpc::remote::DomainEventRebootMsg {
+            dom: NonnullDomain {
+                name: "x".repeat(1000),
+                uuid: [0; 16],
+                id: 1,
+            },
+        },
+    };
+    let mut overflowed = false;
+    for _ in 0..100_000 {
+        match sender.send(&msg) {
+            Ok(()) => {}
+            Err(SendError::Overflow(_)) | Err(SendError::Closed(_)) => {
+                overflowed = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(overflowed);
+    server.wait_for("the stuck client to be dropped", |s| {
+        s.disconnected.len() == 1
+    });
+    assert!(sender.is_closed());
+    drop(c);
+}

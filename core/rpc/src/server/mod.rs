@@ -3,51 +3,49 @@
 //!
 //! # Design
 //!
-//! One accept thread (the caller of [`Server::run`]) polls the listening sockets and a
-//! wake-up pipe. Each client gets two plain threads:
+//! One I/O thread (the caller of [`Server::run`]) polls the listening sockets, every
+//! client socket and a wake-up pipe. It reads frames without blocking (bounded, see
+//! [`crate::frame`]), answers keepalive PINGs at once, and queues each call to its
+//! client's *handler thread*; it writes replies and events from each client's outgoing
+//! queue as the socket accepts them. Each client has one plain handler thread that
+//! decodes its calls, enforces the read-only socket, and calls the client's [`Handler`]
+//! synchronously: one handler call per request, in order.
 //!
-//! - a *reader* that reads one frame at a time (bounded, see [`crate::frame`]), answers
-//!   keepalive PINGs, enforces the read-only socket and decodes the call, then calls
-//!   the client's [`Handler`] synchronously: one handler call per request, in order;
-//! - a *writer* that drains the client's bounded outgoing queue (replies from the
-//!   reader, events from any thread through the client's [`EventSender`]).
-//!
-//! No async runtime: an idle client costs two parked threads (a few pages of stack
-//! each) and two file descriptors, which keeps the daemon's idle RSS small, and the
-//! driver's handler code can block without starving anyone else. libvirt clients may
-//! pipeline calls on one connection; they are answered in order, like a libvirtd
-//! with one worker per client. A client whose queue overflows (it stopped reading)
-//! or whose socket stays unwritable for [`ServerConfig::write_timeout`] is dropped.
+//! So a client costs one parked thread and one socket; no async runtime, which keeps
+//! the daemon's idle RSS small and lets the driver's handler code block (start a
+//! guest, talk to a monitor) without stalling anyone else. Because I/O never waits for
+//! a handler, keepalive PINGs are answered even while a long call runs, like
+//! libvirtd's event loop does. Like libvirtd's `max_client_requests`, a client with
+//! that many calls in flight is not read from until one finishes; one whose event
+//! queue overflows (it stopped reading) is dropped.
 //!
 //! A malformed frame never reaches the handler: a bad length word (below the header
-//! size or over libvirt's 32 MiB), a truncated body or an invalid header drops that
-//! client (its byte stream can no longer be trusted); an unknown program, version or
-//! procedure, an undecodable body or a forbidden call gets a libvirt error reply and
-//! the connection stays up. The server does not send keepalive PINGs of its own; it
-//! answers the client's.
+//! size or over libvirt's 32 MiB), or an invalid header drops that client (its byte
+//! stream can no longer be trusted; a truncated frame just waits for more bytes or the
+//! hang-up); an unknown program, version or procedure, an undecodable body or a
+//! forbidden call gets a libvirt error reply and the connection stays up. The server
+//! does not send keepalive PINGs of its own; it answers the client's.
 
-mod conn;
+mod dispatch;
+mod outbox;
+mod reactor;
 mod sys;
 
-use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Write};
-use std::os::fd::AsFd;
+use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::call::{Call, EventMessage, Response};
 use crate::frame::FrameError;
 
-pub use conn::dispatch;
+pub use dispatch::dispatch;
+use outbox::{Outbox, Waker};
+use reactor::{Listening, Reactor};
 
 /// One listening socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,10 +97,11 @@ pub struct ServerConfig {
     pub peer_policy: PeerPolicy,
     /// Connections beyond this many are closed at once (libvirt's `max_clients`).
     pub max_clients: usize,
-    /// Frames (replies and events) queued per client before it counts as stuck.
+    /// Calls a client may have queued or running before the server stops reading from
+    /// it until one finishes (libvirt's `max_client_requests`).
+    pub max_client_requests: usize,
+    /// Frames queued for a client beyond which an event drops it as not reading.
     pub outgoing_queue: usize,
-    /// How long a write to a client may block before the client is dropped.
-    pub write_timeout: Duration,
     /// Stack size of the thread that runs a client's handler.
     pub handler_stack_size: usize,
 }
@@ -113,8 +112,8 @@ impl Default for ServerConfig {
             sockets: Vec::new(),
             peer_policy: PeerPolicy::AnyUser,
             max_clients: 5000,
+            max_client_requests: 5,
             outgoing_queue: 1024,
-            write_timeout: Duration::from_secs(30),
             handler_stack_size: 1024 * 1024,
         }
     }
@@ -156,12 +155,6 @@ pub trait Handler: Send + 'static {
     fn disconnected(&mut self) {}
 }
 
-/// What a client's writer thread is asked to do.
-enum Outgoing {
-    Frame(Vec<u8>),
-    Close,
-}
-
 /// Why an event could not be queued.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -180,8 +173,8 @@ pub enum SendError {
 #[derive(Clone)]
 pub struct EventSender {
     client: u64,
-    tx: SyncSender<Outgoing>,
-    stream: Arc<UnixStream>,
+    outbox: Arc<Outbox>,
+    waker: Arc<Waker>,
 }
 
 impl std::fmt::Debug for EventSender {
@@ -205,24 +198,26 @@ impl EventSender {
 
     /// Queues an already encoded frame without blocking.
     pub fn send_frame(&self, frame: Vec<u8>) -> std::result::Result<(), SendError> {
-        match self.tx.try_send(Outgoing::Frame(frame)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Disconnected(_)) => Err(SendError::Closed(self.client)),
-            Err(TrySendError::Full(_)) => {
-                tracing::warn!(
-                    "client {} is not reading its messages; disconnecting it",
-                    self.client
-                );
-                self.close();
-                Err(SendError::Overflow(self.client))
-            }
+        let result = self.outbox.push_event(self.client, frame);
+        if let Err(SendError::Overflow(_)) = result {
+            tracing::warn!(
+                "client {} is not reading its messages; disconnecting it",
+                self.client
+            );
         }
+        self.waker.wake();
+        result
     }
 
-    /// Disconnects the client (its handler sees `disconnected` once its thread notices).
+    /// Whether the client has gone (sends would fail).
+    pub fn is_closed(&self) -> bool {
+        self.outbox.is_closed() || self.outbox.close_requested()
+    }
+
+    /// Disconnects the client; its handler sees `disconnected` after its current call.
     pub fn close(&self) {
-        // Both directions: the reader sees end of stream, the writer an error.
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.outbox.request_close();
+        self.waker.wake();
     }
 }
 
@@ -271,43 +266,26 @@ pub type Result<T> = std::result::Result<T, ServerError>;
 
 struct Shared {
     stopping: AtomicBool,
-    wake: UnixStream,
     next_id: AtomicU64,
     active: AtomicUsize,
-    /// A second handle on each live client's socket, to shut it down on exit.
-    clients: Mutex<HashMap<u64, UnixStream>>,
     /// When the last client left (or the server started), while none is connected.
     idle_since: Mutex<Option<Instant>>,
 }
 
-impl Shared {
-    fn client_left(&self, id: u64) {
-        self.clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
-        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-            *self
-                .idle_since
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-        }
-    }
-}
-
-/// Controls a running [`Server`] from other threads (signal handlers' helpers, the
+/// Controls a running [`Server`] from other threads (a signal-handling thread, the
 /// idle-timeout watchdog).
 #[derive(Clone)]
 pub struct ServerHandle {
     shared: Arc<Shared>,
+    waker: Arc<Waker>,
 }
 
 impl ServerHandle {
     /// Stops accepting, disconnects every client, and makes [`Server::run`] return
-    /// once their handlers finished.
+    /// once their handlers finished their current call.
     pub fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        let _ = (&self.shared.wake).write(&[1]);
+        self.waker.wake();
     }
 
     /// Connected clients right now.
@@ -325,11 +303,6 @@ impl ServerHandle {
     }
 }
 
-struct Listening {
-    listener: UnixListener,
-    config: SocketConfig,
-}
-
 /// A bound, not yet running server.
 pub struct Server<S: Service> {
     service: Arc<S>,
@@ -337,6 +310,7 @@ pub struct Server<S: Service> {
     listeners: Vec<Listening>,
     shared: Arc<Shared>,
     wake_rx: UnixStream,
+    waker: Arc<Waker>,
 }
 
 impl<S: Service> Server<S> {
@@ -356,8 +330,10 @@ impl<S: Service> Server<S> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let (wake_rx, wake) = UnixStream::pair().map_err(ServerError::WakePipe)?;
-        wake.set_nonblocking(true).map_err(ServerError::WakePipe)?;
+        let (wake_rx, wake_tx) = UnixStream::pair().map_err(ServerError::WakePipe)?;
+        wake_tx
+            .set_nonblocking(true)
+            .map_err(ServerError::WakePipe)?;
         wake_rx
             .set_nonblocking(true)
             .map_err(ServerError::WakePipe)?;
@@ -367,13 +343,12 @@ impl<S: Service> Server<S> {
             listeners,
             shared: Arc::new(Shared {
                 stopping: AtomicBool::new(false),
-                wake,
                 next_id: AtomicU64::new(1),
                 active: AtomicUsize::new(0),
-                clients: Mutex::new(HashMap::new()),
                 idle_since: Mutex::new(Some(Instant::now())),
             }),
             wake_rx,
+            waker: Arc::new(Waker::new(wake_tx)),
         })
     }
 
@@ -381,164 +356,26 @@ impl<S: Service> Server<S> {
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             shared: Arc::clone(&self.shared),
+            waker: Arc::clone(&self.waker),
         }
     }
 
-    /// Accepts clients until [`ServerHandle::shutdown`]; then disconnects them, waits
-    /// for their threads and removes the socket files.
+    /// Serves clients until [`ServerHandle::shutdown`]; then disconnects them, waits
+    /// for their handler threads and removes the socket files.
     pub fn run(self) -> Result<()> {
-        let mut threads: Vec<JoinHandle<()>> = Vec::new();
-        let result = self.accept_loop(&mut threads);
-        let live: Vec<UnixStream> = self
-            .shared
-            .clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain()
-            .map(|(_, s)| s)
-            .collect();
-        for s in &live {
-            let _ = s.shutdown(std::net::Shutdown::Both);
+        let result = Reactor {
+            service: &self.service,
+            config: &self.config,
+            listeners: &self.listeners,
+            shared: &self.shared,
+            wake_rx: &self.wake_rx,
+            waker: &self.waker,
         }
-        for t in threads {
-            let _ = t.join();
-        }
+        .run();
         for l in &self.listeners {
             let _ = fs::remove_file(&l.config.path);
         }
         result
-    }
-
-    fn accept_loop(&self, threads: &mut Vec<JoinHandle<()>>) -> Result<()> {
-        loop {
-            if self.shared.stopping.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            let mut fds: Vec<PollFd<'_>> = self
-                .listeners
-                .iter()
-                .map(|l| PollFd::new(l.listener.as_fd(), PollFlags::POLLIN))
-                .collect();
-            fds.push(PollFd::new(self.wake_rx.as_fd(), PollFlags::POLLIN));
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(ServerError::Poll(e.into())),
-            }
-            let ready: Vec<bool> = fds
-                .iter()
-                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                .collect();
-            drop(fds);
-            if ready.last().copied().unwrap_or(false) {
-                let mut buf = [0u8; 16];
-                let _ = io::Read::read(&mut &self.wake_rx, &mut buf);
-                continue;
-            }
-            for (l, _) in self.listeners.iter().zip(&ready).filter(|(_, r)| **r) {
-                self.accept_one(l, threads);
-            }
-            threads.retain(|t| !t.is_finished());
-        }
-    }
-
-    fn accept_one(&self, l: &Listening, threads: &mut Vec<JoinHandle<()>>) {
-        let stream = match l.listener.accept() {
-            Ok((s, _)) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) => {
-                tracing::warn!(
-                    "unable to accept a client on '{}': {e}",
-                    l.config.path.display()
-                );
-                // Out of file descriptors and the like: back off instead of spinning.
-                thread::sleep(Duration::from_millis(50));
-                return;
-            }
-        };
-        let id = self.shared.next_id.fetch_add(1, Ordering::SeqCst);
-        if self.shared.active.load(Ordering::SeqCst) >= self.config.max_clients {
-            tracing::warn!(
-                "too many active clients ({}), dropping connection from '{}'",
-                self.config.max_clients,
-                l.config.path.display()
-            );
-            return;
-        }
-        if let Err(e) = stream.set_nonblocking(false) {
-            tracing::warn!("client {id}: cannot make its socket blocking: {e}");
-            return;
-        }
-        let creds = match sys::peer_credentials(&stream) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("client {id}: cannot read its credentials: {e}");
-                return;
-            }
-        };
-        let peer = Peer {
-            id,
-            pid: creds.pid,
-            uid: creds.uid,
-            gid: creds.gid,
-            read_only: l.config.read_only,
-            socket: l.config.path.clone(),
-        };
-        let allowed = match self.config.peer_policy {
-            PeerPolicy::AnyUser => true,
-            PeerPolicy::SameUser => creds.uid == sys::effective_uid(),
-        };
-        let registry = match stream.try_clone() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("client {id}: cannot duplicate its socket: {e}");
-                return;
-            }
-        };
-        self.shared
-            .clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, registry);
-        self.shared.active.fetch_add(1, Ordering::SeqCst);
-        *self
-            .shared
-            .idle_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
-        tracing::debug!(
-            "client {id} connected to '{}' (pid {} uid {} gid {}{})",
-            peer.socket.display(),
-            peer.pid,
-            peer.uid,
-            peer.gid,
-            if peer.read_only { ", read-only" } else { "" }
-        );
-        let service = Arc::clone(&self.service);
-        let shared = Arc::clone(&self.shared);
-        let cfg = conn::ConnConfig {
-            outgoing_queue: self.config.outgoing_queue.max(1),
-            write_timeout: self.config.write_timeout,
-        };
-        let spawned = thread::Builder::new()
-            .name(format!("rpc-client-{id}"))
-            .stack_size(self.config.handler_stack_size)
-            .spawn(move || {
-                if allowed {
-                    conn::serve(&*service, stream, &peer, &cfg);
-                } else {
-                    conn::refuse(stream, &peer);
-                }
-                shared.client_left(peer.id);
-                tracing::debug!("client {} disconnected", peer.id);
-            });
-        match spawned {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                tracing::warn!("client {id}: cannot start its thread: {e}");
-                self.shared.client_left(id);
-            }
-        }
     }
 }
 

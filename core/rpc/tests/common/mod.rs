@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use qvisor_rpc::qemu::DomainMonitorCommandRet;
 use qvisor_rpc::remote::{
-    AuthListRet, ConnectDomainEventCallbackRegisterAnyRet, ConnectGetHostnameRet,
-    ConnectGetLibVersionRet, ConnectGetTypeRet, ConnectGetUriRet, ConnectGetVersionRet,
-    ConnectListAllDomainsRet, ConnectSupportsFeatureRet, DomainGetAutostartRet, DomainGetInfoRet,
-    DomainGetMessagesRet, DomainGetOsTypeRet, DomainGetSecurityLabelRet, DomainGetStateRet,
-    DomainGetXmlDescRet, DomainHasManagedSaveImageRet, DomainIsActiveRet, DomainIsPersistentRet,
-    DomainLookupByNameRet, DomainLookupByUuidRet, NodeGetInfoRet, NodeGetSecurityModelRet,
-    NonnullDomain, AUTH_NONE,
+    AuthListRet, ConnectDomainEventCallbackRegisterAnyRet, ConnectGetCapabilitiesRet,
+    ConnectGetHostnameRet, ConnectGetLibVersionRet, ConnectGetTypeRet, ConnectGetUriRet,
+    ConnectGetVersionRet, ConnectListAllDomainsRet, ConnectSupportsFeatureRet,
+    DomainGetAutostartRet, DomainGetInfoRet, DomainGetMessagesRet, DomainGetOsTypeRet,
+    DomainGetSecurityLabelRet, DomainGetStateRet, DomainGetXmlDescRet,
+    DomainHasManagedSaveImageRet, DomainIsActiveRet, DomainIsPersistentRet, DomainLookupByNameRet,
+    DomainLookupByUuidRet, NodeGetInfoRet, NodeGetSecurityModelRet, NonnullDomain, AUTH_NONE,
 };
 use qvisor_rpc::xdr::{c_char_array, c_chars};
 use qvisor_rpc::{
@@ -186,6 +186,15 @@ impl Handler for TestHandler {
                     }
                 })
             }
+            // A slow call, to show that keepalive and other clients do not wait for it.
+            Call::DomainSuspend(r) => {
+                std::thread::sleep(Duration::from_millis(1500));
+                r.ok(())
+            }
+            // A reply near the 4 MiB string limit, to exercise partial writes.
+            Call::ConnectGetCapabilities(r) => r.ok(ConnectGetCapabilitiesRet {
+                capabilities: "x".repeat(BIG_REPLY),
+            }),
             other => other.unsupported(),
         }
     }
@@ -194,6 +203,9 @@ impl Handler for TestHandler {
         self.seen.lock().unwrap().disconnected.push(self.peer.id);
     }
 }
+
+/// Size of the `CONNECT_GET_CAPABILITIES` reply string.
+pub const BIG_REPLY: usize = 4_000_000;
 
 /// The fake domain.
 pub fn vm1() -> NonnullDomain {

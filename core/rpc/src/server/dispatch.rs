@@ -1,18 +1,15 @@
-//! One client connection: its reader loop, writer thread and call dispatch.
+//! Call dispatch: what happens to one frame, and the per-client handler thread.
 
-use std::io::Write;
-use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Arc;
-use std::thread;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
 
-use super::{EventSender, Handler, Outgoing, Peer, Service};
+use super::outbox::{Outbox, Waker};
+use super::{Handler, Peer};
 use crate::call::{error_frame, Call, Response};
 use crate::error::{ErrorCode, ErrorDomain, RemoteError};
 use crate::frame::{
-    encode_frame, read_frame, Frame, FrameError, Header, MessageStatus, MessageType, Program,
-    KEEPALIVE_PING, KEEPALIVE_PONG, PROTOCOL_VERSION,
+    encode_frame, Frame, Header, MessageStatus, MessageType, Program, KEEPALIVE_PING,
+    KEEPALIVE_PONG, PROTOCOL_VERSION,
 };
 use crate::procedures::procedure;
 use crate::remote::ConnectSupportsFeatureRet;
@@ -21,115 +18,40 @@ use crate::remote::ConnectSupportsFeatureRet;
 /// this feature query itself.
 const FEATURE_PROGRAM_KEEPALIVE: i32 = 10;
 
-/// Stack of a writer thread: it only moves bytes.
-const WRITER_STACK: usize = 64 * 1024;
-
-pub(crate) struct ConnConfig {
-    pub outgoing_queue: usize,
-    pub write_timeout: Duration,
-}
-
-/// Serves `stream` until the client leaves or breaks the protocol.
-pub(crate) fn serve<S: Service>(service: &S, stream: UnixStream, peer: &Peer, cfg: &ConnConfig) {
-    let (writer_stream, event_stream) = match (stream.try_clone(), stream.try_clone()) {
-        (Ok(w), Ok(e)) => (w, e),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!("client {}: cannot duplicate its socket: {e}", peer.id);
-            return;
-        }
-    };
-    if let Err(e) = writer_stream.set_write_timeout(Some(cfg.write_timeout)) {
-        tracing::warn!("client {}: cannot set its write timeout: {e}", peer.id);
-    }
-    let (tx, rx) = sync_channel(cfg.outgoing_queue);
-    let id = peer.id;
-    let writer = match thread::Builder::new()
-        .name(format!("rpc-writer-{id}"))
-        .stack_size(WRITER_STACK)
-        .spawn(move || write_loop(&writer_stream, &rx, id))
-    {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!("client {id}: cannot start its writer thread: {e}");
-            return;
-        }
-    };
-    let events = EventSender {
-        client: id,
-        tx: tx.clone(),
-        stream: Arc::new(event_stream),
-    };
-    let mut handler = service.connect(peer, events);
-    loop {
-        let frame = match read_frame(&mut &stream) {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(FrameError::Io(e)) => {
-                tracing::debug!("client {id}: read failed: {e}");
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "client {id} (pid {} uid {}): {e}; dropping it",
-                    peer.pid,
-                    peer.uid
-                );
-                break;
-            }
-        };
-        if let Some(out) = dispatch(&frame, peer, &mut handler) {
-            if tx.send(Outgoing::Frame(out)).is_err() {
-                break;
+/// A client's handler thread: runs its calls in order and queues the replies.
+pub(crate) fn worker(
+    mut handler: impl Handler,
+    peer: &Peer,
+    calls: &Receiver<Frame>,
+    outbox: &Outbox,
+    inflight: &AtomicUsize,
+    waker: &Waker,
+) {
+    for frame in calls {
+        // Calls still queued when the client left are not run.
+        if !outbox.is_closed() {
+            if let Some(reply) = dispatch(&frame, peer, &mut handler) {
+                outbox.push_reply(reply);
             }
         }
+        inflight.fetch_sub(1, Ordering::SeqCst);
+        waker.wake();
     }
     handler.disconnected();
-    drop(handler);
-    // Flushes what is queued, then stops the writer.
-    let _ = tx.send(Outgoing::Close);
-    drop(tx);
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-    let _ = writer.join();
 }
 
-fn write_loop(stream: &UnixStream, rx: &Receiver<Outgoing>, id: u64) {
-    while let Ok(Outgoing::Frame(bytes)) = rx.recv() {
-        if let Err(e) = (&mut &*stream).write_all(&bytes) {
-            tracing::debug!("client {id}: write failed: {e}; dropping it");
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-            break;
-        }
-    }
-}
-
-/// Answers a peer the [`super::PeerPolicy`] refuses: an access-denied error to its
-/// first call, then the connection is closed.
-pub(crate) fn refuse(stream: UnixStream, peer: &Peer) {
-    tracing::warn!(
-        "client {} (pid {} uid {}) refused: only uid {} may connect",
-        peer.id,
-        peer.pid,
-        peer.uid,
-        super::sys::effective_uid()
+/// The error reply a peer refused by [`super::PeerPolicy`] gets for its first call.
+pub(crate) fn access_denied_frame(call: &Header, peer: &Peer) -> Option<Vec<u8>> {
+    let e = RemoteError::new(
+        ErrorCode::AccessDenied,
+        ErrorDomain::Rpc,
+        format!(
+            "client uid {} may not use a daemon running as uid {}",
+            peer.uid,
+            super::sys::effective_uid()
+        ),
     );
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    if let Ok(Some(frame)) = read_frame(&mut &stream) {
-        if frame.header.kind == MessageType::Call {
-            let e = RemoteError::new(
-                ErrorCode::AccessDenied,
-                ErrorDomain::Rpc,
-                format!(
-                    "client uid {} may not use a daemon running as uid {}",
-                    peer.uid,
-                    super::sys::effective_uid()
-                ),
-            );
-            if let Ok(bytes) = error_frame(&frame.header, &e) {
-                let _ = (&mut &stream).write_all(&bytes);
-            }
-        }
-    }
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    error_frame(call, &e).ok()
 }
 
 /// Handles one received frame for `peer`: answers keepalive and protocol errors
@@ -139,7 +61,7 @@ pub fn dispatch(frame: &Frame, peer: &Peer, handler: &mut impl Handler) -> Optio
     let h = &frame.header;
     let program = Program::from_number(h.program);
     if program == Some(Program::Keepalive) {
-        return keepalive(h, peer);
+        return keepalive_reply(h, peer);
     }
     match h.kind {
         MessageType::Call => {}
@@ -210,7 +132,8 @@ pub fn dispatch(frame: &Frame, peer: &Peer, handler: &mut impl Handler) -> Optio
     reply(h, response)
 }
 
-fn keepalive(h: &Header, peer: &Peer) -> Option<Vec<u8>> {
+/// The PONG for a keepalive PING (nothing for anything else of that program).
+pub(crate) fn keepalive_reply(h: &Header, peer: &Peer) -> Option<Vec<u8>> {
     if h.kind == MessageType::Message && h.procedure == KEEPALIVE_PING {
         tracing::trace!("client {}: keepalive ping", peer.id);
         return encode_frame(&Header::message(Program::Keepalive, KEEPALIVE_PONG), &()).ok();
