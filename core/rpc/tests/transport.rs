@@ -474,3 +474,25 @@ fn a_client_that_stops_reading_events_is_dropped() {
     assert!(sender.is_closed());
     drop(c);
 }
+
+#[test]
+fn a_panicking_handler_fails_the_call_and_drops_only_that_client() {
+    let server = TestServer::start();
+    let mut other = open(&server.rw);
+    let mut c = open(&server.rw);
+    let e: Result<(), ClientError> = c.call(
+        Program::Remote,
+        remote_proc::DOMAIN_RESET,
+        &qvisor_rpc::remote::DomainResetArgs {
+            dom: common::vm1(),
+            flags: 0,
+        },
+    );
+    match e {
+        Err(ClientError::Remote(e)) => assert_eq!(e.code(), Some(ErrorCode::InternalError)),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(c.read_raw(), Ok(None) | Err(_)));
+    assert_eq!(hostname(&mut other), "qvisor-test-host");
+    assert_eq!(hostname(&mut open(&server.rw)), "qvisor-test-host");
+}

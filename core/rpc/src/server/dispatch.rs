@@ -1,5 +1,6 @@
 //! Call dispatch: what happens to one frame, and the per-client handler thread.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 
@@ -30,8 +31,36 @@ pub(crate) fn worker(
     for frame in calls {
         // Calls still queued when the client left are not run.
         if !outbox.is_closed() {
-            if let Some(reply) = dispatch(&frame, peer, &mut handler) {
-                outbox.push_reply(reply);
+            // A bug in one handler must not take the daemon down: the caller gets an
+            // internal error and, since the handler's state is now suspect, is dropped.
+            let outcome =
+                panic::catch_unwind(AssertUnwindSafe(|| dispatch(&frame, peer, &mut handler)));
+            match outcome {
+                Ok(Some(reply)) => {
+                    outbox.push_reply(reply);
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    let h = &frame.header;
+                    tracing::error!(
+                        "client {}: the handler panicked on procedure {} of program {:#x}; \
+                         disconnecting the client",
+                        peer.id,
+                        h.procedure,
+                        h.program
+                    );
+                    let e = RemoteError::internal(
+                        ErrorDomain::Rpc,
+                        "the daemon failed while handling this call",
+                    );
+                    if let Some(reply) = reply_error(h, e) {
+                        outbox.push_reply(reply);
+                    }
+                    outbox.request_close_after_flush();
+                    inflight.fetch_sub(1, Ordering::SeqCst);
+                    waker.wake();
+                    return;
+                }
             }
         }
         inflight.fetch_sub(1, Ordering::SeqCst);

@@ -31,6 +31,8 @@ struct State {
     closed: bool,
     /// Someone asked to drop the client (overflow, `EventSender::close`).
     close_requested: bool,
+    /// Drop the client once what is queued has been written.
+    drain_requested: bool,
 }
 
 /// Frames waiting to be written to one client.
@@ -86,6 +88,14 @@ impl Outbox {
 
     pub(crate) fn request_close(&self) {
         self.lock().close_requested = true;
+    }
+
+    pub(crate) fn request_close_after_flush(&self) {
+        self.lock().drain_requested = true;
+    }
+
+    pub(crate) fn drain_requested(&self) -> bool {
+        self.lock().drain_requested
     }
 
     pub(crate) fn close_requested(&self) -> bool {

@@ -91,6 +91,9 @@ impl<S: Service> Reactor<'_, S> {
             // Write what handler threads and event senders queued; drop finished clients.
             let mut i = 0;
             while i < conns.len() {
+                if let Some(c) = conns.get_mut(i) {
+                    c.draining |= c.outbox.drain_requested();
+                }
                 let keep = match conns.get_mut(i) {
                     Some(c) if c.outbox.close_requested() => false,
                     // Flush first: a draining client leaves once its output is out.

@@ -191,6 +191,8 @@ impl Handler for TestHandler {
                 std::thread::sleep(Duration::from_millis(1500));
                 r.ok(())
             }
+            // A handler bug.
+            Call::DomainReset(_) => panic!("test handler bug"),
             // A reply near the 4 MiB string limit, to exercise partial writes.
             Call::ConnectGetCapabilities(r) => r.ok(ConnectGetCapabilitiesRet {
                 capabilities: "x".repeat(BIG_REPLY),
