@@ -318,3 +318,78 @@ fn virsh_domain_commands_decode_the_typed_replies() {
         assert!(calls.contains(&name), "{name} not called: {calls:?}");
     }
 }
+
+#[test]
+fn virsh_arguments_for_lifecycle_commands_decode() {
+    if !virsh_available() {
+        return;
+    }
+    let server = TestServer::start();
+    let xml = server.dir.join("vm.xml");
+    std::fs::write(
+        &xml,
+        "<domain type='kvm'><name>vm1</name><memory>131072</memory></domain>",
+    )
+    .unwrap();
+    let argv = server.dir.join("argv");
+    std::fs::write(&argv, "/usr/bin/qemu-system-x86_64 -name vm1 -m 128\n").unwrap();
+    let xml = xml.to_str().unwrap();
+    let argv = argv.to_str().unwrap();
+    // (virsh command, the procedure whose arguments must decode)
+    let cases: &[(&[&str], &str)] = &[
+        (&["define", xml], "REMOTE_PROC_DOMAIN_DEFINE_XML"),
+        (
+            &["define", "--validate", xml],
+            "REMOTE_PROC_DOMAIN_DEFINE_XML_FLAGS",
+        ),
+        (&["create", xml], "REMOTE_PROC_DOMAIN_CREATE_XML"),
+        (&["start", "vm2"], "REMOTE_PROC_DOMAIN_CREATE"),
+        (
+            &["start", "--paused", "vm2"],
+            "REMOTE_PROC_DOMAIN_CREATE_WITH_FLAGS",
+        ),
+        (&["shutdown", "vm1"], "REMOTE_PROC_DOMAIN_SHUTDOWN"),
+        (
+            &["shutdown", "--mode", "acpi", "vm1"],
+            "REMOTE_PROC_DOMAIN_SHUTDOWN_FLAGS",
+        ),
+        (&["reboot", "vm1"], "REMOTE_PROC_DOMAIN_REBOOT"),
+        (&["resume", "vm1"], "REMOTE_PROC_DOMAIN_RESUME"),
+        (&["destroy", "vm1"], "REMOTE_PROC_DOMAIN_DESTROY"),
+        (
+            &["destroy", "--graceful", "vm1"],
+            "REMOTE_PROC_DOMAIN_DESTROY_FLAGS",
+        ),
+        (&["undefine", "vm2"], "REMOTE_PROC_DOMAIN_SNAPSHOT_NUM"),
+        (
+            &["setmem", "vm1", "65536"],
+            "REMOTE_PROC_DOMAIN_SET_MEMORY_FLAGS",
+        ),
+        (
+            &["domxml-to-native", "qemu-argv", xml],
+            "REMOTE_PROC_CONNECT_DOMAIN_XML_TO_NATIVE",
+        ),
+        (
+            &["domxml-from-native", "qemu-argv", argv],
+            "REMOTE_PROC_CONNECT_DOMAIN_XML_FROM_NATIVE",
+        ),
+        (
+            &["domcapabilities", "--virttype", "kvm"],
+            "REMOTE_PROC_CONNECT_GET_DOMAIN_CAPABILITIES",
+        ),
+        (
+            &["domstats", "vm1"],
+            "REMOTE_PROC_CONNECT_GET_ALL_DOMAIN_STATS",
+        ),
+        (&["vcpucount", "vm1"], "REMOTE_PROC_DOMAIN_GET_VCPUS_FLAGS"),
+    ];
+    for (args, procedure) in cases {
+        let out = virsh(&server.rw, args);
+        let err = stderr(&out);
+        assert!(!err.contains("Unable to decode"), "{args:?}: {err}");
+        assert!(
+            server.seen().calls.contains(procedure),
+            "{args:?} did not reach the handler as {procedure}: {err}"
+        );
+    }
+}

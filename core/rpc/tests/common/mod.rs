@@ -117,6 +117,8 @@ impl Handler for TestHandler {
                 r.respond(|_| {
                     if name == "vm1" {
                         Ok(DomainLookupByNameRet { dom: vm1() })
+                    } else if name == "vm2" {
+                        Ok(DomainLookupByNameRet { dom: vm2() })
                     } else {
                         Err(RemoteError::new(
                             ErrorCode::NoDomain,
@@ -145,7 +147,10 @@ impl Handler for TestHandler {
             Call::DomainGetOsType(r) => r.ok(DomainGetOsTypeRet {
                 r#type: "hvm".into(),
             }),
-            Call::DomainIsActive(r) => r.ok(DomainIsActiveRet { active: 1 }),
+            Call::DomainIsActive(r) => {
+                let active = i32::from(r.args.dom.id > 0);
+                r.ok(DomainIsActiveRet { active })
+            }
             Call::DomainIsPersistent(r) => r.ok(DomainIsPersistentRet { persistent: 1 }),
             Call::DomainGetAutostart(r) => r.ok(DomainGetAutostartRet { autostart: 0 }),
             Call::DomainSetAutostart(r) => r.ok(()),
@@ -218,6 +223,15 @@ pub fn vm1() -> NonnullDomain {
             0x55, 0x55,
         ],
         id: 3,
+    }
+}
+
+/// A fake defined, inactive domain.
+pub fn vm2() -> NonnullDomain {
+    NonnullDomain {
+        name: "vm2".into(),
+        uuid: [0x22; 16],
+        id: -1,
     }
 }
 
