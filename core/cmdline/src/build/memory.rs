@@ -115,7 +115,7 @@ pub(super) fn initial_memory_kib(def: &Domain) -> u64 {
         .devices
         .memories
         .iter()
-        .map(|m| mem_device(m).size_kib)
+        .map(|m| module_size_kib(def, m))
         .sum();
     def.memory.total_kib.saturating_sub(dimms)
 }
@@ -128,11 +128,24 @@ fn elem_size_kib(e: Option<&Element>) -> u64 {
     .unwrap_or(0)
 }
 
-fn mem_device(m: &GenericDevice) -> MemRegion {
+/// Size of a memory module, aligned as QEMU needs (2 MiB, or 256 MiB on
+/// ppc64).
+pub(super) fn module_size_kib(def: &Domain, m: &GenericDevice) -> u64 {
+    let ppc = def
+        .os
+        .arch
+        .as_deref()
+        .is_some_and(|a| a.starts_with("ppc64"));
+    let align = if ppc { 256 * 1024 } else { 2048 };
+    let raw = elem_size_kib(m.child("target").and_then(|t| t.find("size")));
+    raw.div_ceil(align) * align
+}
+
+fn mem_device(def: &Domain, m: &GenericDevice) -> MemRegion {
     let src = m.child("source");
     let tgt = m.child("target");
     MemRegion {
-        size_kib: elem_size_kib(tgt.and_then(|t| t.find("size"))),
+        size_kib: module_size_kib(def, m),
         target_node: tgt
             .and_then(|t| t.find("node"))
             .and_then(|n| n.trimmed_text())
@@ -699,7 +712,7 @@ pub(super) fn numa(ctx: &mut Ctx) -> Result<()> {
 pub(super) fn memory_devices(ctx: &mut Ctx) -> Result<()> {
     let def = ctx.def;
     for m in &def.devices.memories {
-        let region = mem_device(m);
+        let region = mem_device(def, m);
         let alias = format!("mem{}", region.alias);
         let (props, _) = backend_props(ctx, &alias, &region, true, false)?;
         push_backend(ctx, props);

@@ -152,6 +152,12 @@ impl Ctx<'_, '_> {
         crate::secret::encrypt(&self.env.master_key, &iv, plain)
     }
 
+    /// TLS settings of a service, checking directories on the host.
+    pub fn tls(&self, service: qvisor_conf::qemu::TlsService) -> qvisor_conf::qemu::TlsConfig {
+        let host = &*self.env.host;
+        self.conf.tls(service, |p| host.exists(p))
+    }
+
     pub fn machine(&self) -> &str {
         self.def.os.machine.as_deref().unwrap_or("")
     }

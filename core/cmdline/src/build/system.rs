@@ -21,6 +21,8 @@ pub(super) fn prepare(
     caps: &qvisor_caps::QemuCaps,
     _env: &mut BuildEnv<'_>,
 ) -> Result<()> {
+    align_memory(def);
+    device_bootorder(def);
     if let Some(cpu) = &def.cpu {
         if cpu.mode == Some(CpuMode::HostModel) && caps.is_x86() {
             return Err(Error::unsupported(
@@ -29,6 +31,77 @@ pub(super) fn prepare(
         }
     }
     Ok(())
+}
+
+/// `<os><boot dev=>` becomes per-device boot indexes
+/// (`qemuProcessPrepareDeviceBootorder`): the first disk of each kind and
+/// the first interface get the position of their boot entry.
+fn device_bootorder(def: &mut Domain) {
+    use qvisor_domain::{address::BootOrder, BootDev, DiskDevice};
+    if def.os.boot.is_empty() {
+        return;
+    }
+    let (mut cd, mut fd, mut hd, mut net) = (0u32, 0u32, 0u32, 0u32);
+    for (i, b) in def.os.boot.iter().enumerate() {
+        let pos = i as u32 + 1;
+        match b {
+            BootDev::Cdrom => cd = pos,
+            BootDev::Fd => fd = pos,
+            BootDev::Hd => hd = pos,
+            BootDev::Network => net = pos,
+        }
+    }
+    let set = |info: &mut qvisor_domain::DeviceInfo, v: u32| {
+        info.boot = (v > 0).then_some(BootOrder {
+            order: v,
+            loadparm: None,
+        });
+    };
+    for d in &mut def.devices.disks {
+        let slot = match d.device {
+            DiskDevice::Cdrom => &mut cd,
+            DiskDevice::Floppy => &mut fd,
+            DiskDevice::Disk | DiskDevice::Lun => &mut hd,
+        };
+        set(&mut d.info, *slot);
+        *slot = 0;
+    }
+    if net > 0 {
+        if let Some(n) = def.devices.interfaces.first_mut() {
+            set(&mut n.info, net);
+        }
+    }
+}
+
+/// libvirt's `qemuDomainAlignMemorySizes`: NUMA cells and initial memory
+/// to 1 MiB, memory modules to 2 MiB (256 MiB on ppc64), total recomputed.
+fn align_memory(def: &mut Domain) {
+    let ppc = def
+        .os
+        .arch
+        .as_deref()
+        .is_some_and(|a| a.starts_with("ppc64"));
+    let align = if ppc { 256 * 1024 } else { 1024 };
+    let mut initial = 0;
+    if let Some(cpu) = &mut def.cpu {
+        for c in &mut cpu.numa {
+            c.memory_kib = c.memory_kib.div_ceil(align) * align;
+            initial += c.memory_kib;
+        }
+    }
+    if initial == 0 {
+        initial = super::memory::initial_memory_kib(def).div_ceil(align) * align;
+    }
+    if let Some(m) = def.memory.max_kib {
+        def.memory.max_kib = Some(m.div_ceil(align) * align);
+    }
+    let hotplug: u64 = def
+        .devices
+        .memories
+        .iter()
+        .map(|m| super::memory::module_size_kib(def, m))
+        .sum();
+    def.memory.total_kib = initial + hotplug;
 }
 
 pub(super) fn accel_of(def: &Domain) -> Accel {
