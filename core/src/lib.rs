@@ -6,5 +6,10 @@
 //! `qvisor-caps`, `qvisor-cmdline`, `qvisor-conf`) and the QMP monitor.
 
 pub mod cli;
+pub mod client;
 pub mod connection;
+pub mod daemon;
+pub mod driver;
+pub mod fsutil;
+pub mod lockfile;
 pub mod plugins;

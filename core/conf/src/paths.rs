@@ -192,7 +192,8 @@ pub struct DriverPaths {
     pub config_base_dir: PathBuf,
     /// `BASE/qemu.conf`.
     pub qemu_conf: PathBuf,
-    /// `BASE/plugins.ron`: qvisor's plugin set.
+    /// qvisor's plugin set: `/etc/qvisor/plugins.ron` (system),
+    /// `$XDG_CONFIG_HOME/qvisor/plugins.ron` (session), `ROOT/etc/plugins.ron` (embedded).
     pub plugins_conf: PathBuf,
     /// `BASE/qemu`: persistent domain XML.
     pub config_dir: PathBuf,
@@ -281,7 +282,7 @@ impl DriverPaths {
             mode: Mode::System,
             privileged: true,
             qemu_conf: base.join("qemu.conf"),
-            plugins_conf: base.join("plugins.ron"),
+            plugins_conf: PathBuf::from("/etc/qvisor/plugins.ron"),
             config_dir: base.join("qemu"),
             autostart_dir: base.join("qemu/autostart"),
             storage_config_dir: base.join("storage"),
@@ -321,7 +322,7 @@ impl DriverPaths {
             mode: Mode::Session,
             privileged: false,
             qemu_conf: base.join("qemu.conf"),
-            plugins_conf: base.join("plugins.ron"),
+            plugins_conf: env.config_home()?.join("qvisor/plugins.ron"),
             config_dir: qemu.clone(),
             autostart_dir: qemu.join("autostart"),
             storage_config_dir: base.join("storage"),
