@@ -204,6 +204,8 @@ pub struct BuildEnv<'h> {
     /// Process environment libvirt reads while building (`QEMU_AUDIO_DRV`,
     /// `SDL_AUDIODRIVER`).
     pub process_env: BTreeMap<String, String>,
+    /// The DRM render node chosen when graphics ask for one automatically.
+    pub render_node: Option<String>,
     /// Name of a TAP device to use when the XML gives none (`vnet0`).
     pub default_tap_name: String,
     /// Host services.

@@ -272,6 +272,7 @@ pub fn conformance_env<'h>(
         now: 1_234_567_890,
         local_offset: -1800,
         process_env: penv,
+        render_node: Some("/dev/dri/foo".into()),
         default_tap_name: "vnet0".into(),
         host,
     }
