@@ -14,10 +14,10 @@ PY=/usr/bin/python3
 
 # mode  floor  extra check.py flags
 FLOORS=(
-    "caps 0"
-    "xml2xml 0"
-    "errors 0"
-    "argv 0"
+    "caps 9"
+    "xml2xml 80"
+    "errors 33 --require-message"
+    "argv 151"
 )
 
 [ -x "$TOOL" ] || cargo build --release -p qvisor-conformance
@@ -26,7 +26,7 @@ modes=("$@")
 
 status=0
 for entry in "${FLOORS[@]}"; do
-    read -r mode floor <<<"$entry"
+    read -r mode floor extra <<<"$entry"
     [[ " ${modes[*]} " == *" $mode "* ]] || continue
     case $mode in
         caps) tmpl="$TOOL caps {replies}" ;;
@@ -34,7 +34,8 @@ for entry in "${FLOORS[@]}"; do
         errors|argv) tmpl="$TOOL argv --caps {caps} --conf {conf} --aux {aux} {xml}" ;;
     esac
     echo "== conformance $mode (floor $floor)"
-    if ! "$PY" "$CONF/check.py" "$mode" --tool "$tmpl" --min-pass "$floor" -j 2 | tail -n 3; then
+    # shellcheck disable=SC2086
+    if ! "$PY" "$CONF/check.py" "$mode" --tool "$tmpl" --min-pass "$floor" -j 2 $extra | tail -n 3; then
         echo "conformance $mode: below the floor of $floor" >&2
         status=1
     fi
