@@ -40,14 +40,17 @@ const FIRST_PASSED_FD: i32 = 3;
 /// The real host side of the command-line builder: descriptors opened for
 /// real, `getrandom`, the real file system.
 struct RealHost {
+    /// `domxml-to-native`: number descriptors but open nothing.
+    pretend: bool,
     next_fd: i32,
     fds: Vec<(OwnedFd, i32)>,
     volumes: BTreeMap<(String, String), ResolvedVolume>,
 }
 
 impl RealHost {
-    fn new() -> Self {
+    fn new(pretend: bool) -> Self {
         RealHost {
+            pretend,
             next_fd: FIRST_PASSED_FD,
             fds: Vec::new(),
             volumes: BTreeMap::new(),
@@ -91,6 +94,11 @@ impl qvisor_cmdline::Host for RealHost {
     }
 
     fn pass_fd(&mut self, purpose: &FdPurpose) -> std::result::Result<i32, String> {
+        if self.pretend {
+            let n = self.next_fd;
+            self.next_fd += 1;
+            return Ok(n);
+        }
         let fd = match purpose {
             FdPurpose::Monitor(path) | FdPurpose::ListenSocket(path) => Self::listen(path)?,
             FdPurpose::ChardevFile { path, append } => {
@@ -339,6 +347,7 @@ impl Inner {
                 .unwrap_or(0),
             local_offset: local_utc_offset(),
             process_env,
+            render_node: first_render_node(),
             default_tap_name: "vnet0".into(),
             host,
         };
@@ -356,13 +365,10 @@ impl Inner {
         let ctx = self.plugin_context(&def, Path::new(""));
         let mut pipeline = Vec::new();
         let accel = self.accel_contribution(&def, &ctx, &mut pipeline)?;
-        let mut host = RealHost::new();
+        let mut host = RealHost::new(true);
         let mut key = [0u8; 32];
         random_bytes(&mut key);
         let cmd = self.build_command(&def, &caps, -1, accel, &mut host, key)?;
-        // The descriptors opened for the pretend run are not needed: drop them,
-        // and remove any socket the pretend run created.
-        drop(host);
         Ok(cmd.to_native())
     }
 
@@ -438,7 +444,7 @@ impl Inner {
         write_atomic(&key_path, &master_key, 0o600)
             .map_err(|e| DriverError::io("write master key", &key_path, e))?;
 
-        let mut host = RealHost::new();
+        let mut host = RealHost::new(false);
         let cmd = self.build_command(&live, &caps, id, accel, &mut host, master_key)?;
         let monitor_path = self.paths.monitor_socket(id as u32, &def.name);
         let log_path = self.paths.domain_log(&def.name);
@@ -768,4 +774,16 @@ fn local_utc_offset() -> i64 {
         }
         tm.tm_gmtoff
     }
+}
+
+/// The first DRM render node of the host (`/dev/dri/renderD128`), if any.
+fn first_render_node() -> Option<String> {
+    let mut nodes: Vec<String> = std::fs::read_dir("/dev/dri")
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("renderD"))
+        .collect();
+    nodes.sort();
+    nodes.first().map(|n| format!("/dev/dri/{n}"))
 }
