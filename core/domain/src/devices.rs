@@ -20,6 +20,17 @@ fn order_with_info(before: &[&'static str], after: &[&'static str]) -> Vec<&'sta
     v
 }
 
+const CONTROLLER_BEFORE: &[&str] = &["model", "target", "driver"];
+const CONTROLLER_AFTER: &[&str] = &["pcihole64"];
+const CHR_BEFORE: &[&str] = &["source", "protocol", "log", "target"];
+const CHR_SOURCE_ORDER: &[&str] = &["seclabel", "reconnect", "clipboard", "mouse"];
+const INPUT_BEFORE: &[&str] = &["driver", "source"];
+const VIDEO_BEFORE: &[&str] = &["driver", "model"];
+const VIDEO_MODEL_ORDER: &[&str] = &["acceleration", "resolution"];
+const AUDIO_ORDER: &[&str] = &["input", "output"];
+const BALLOON_BEFORE: &[&str] = &["stats"];
+const BALLOON_AFTER: &[&str] = &["driver"];
+
 fn text_of(e: &mut Element, name: &str) -> Option<String> {
     e.take_child(name).and_then(|mut c| c.take_text())
 }
@@ -52,7 +63,7 @@ str_enum! {
 }
 
 /// `<disk><driver>`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskDriver {
     /// `name=` (`qemu`).
     pub name: Option<String>,
@@ -74,6 +85,22 @@ pub struct DiskDriver {
     pub residue: Element,
 }
 
+impl Default for DiskDriver {
+    fn default() -> Self {
+        DiskDriver {
+            name: Default::default(),
+            format: Default::default(),
+            cache: Default::default(),
+            io: Default::default(),
+            discard: Default::default(),
+            detect_zeroes: Default::default(),
+            iothread: Default::default(),
+            queues: Default::default(),
+            residue: Element::new("driver"),
+        }
+    }
+}
+
 /// `<source><host>` of a network disk.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SourceHost {
@@ -88,7 +115,7 @@ pub struct SourceHost {
 }
 
 /// `<disk><source>`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskSource {
     /// `file=` / `dev=` / `dir=`: the local path, by disk type.
     pub path: Option<String>,
@@ -107,6 +134,21 @@ pub struct DiskSource {
     /// Everything else (`auth`, `encryption`, `reservations`, `slices`,
     /// `seclabel`, `index`, `mode`, ...), kept as written.
     pub residue: Element,
+}
+
+impl Default for DiskSource {
+    fn default() -> Self {
+        DiskSource {
+            path: Default::default(),
+            protocol: Default::default(),
+            name: Default::default(),
+            pool: Default::default(),
+            volume: Default::default(),
+            startup_policy: Default::default(),
+            hosts: Default::default(),
+            residue: Element::new("source"),
+        }
+    }
 }
 
 /// `<disk><target>`.
@@ -253,7 +295,7 @@ impl Disk {
             vendor,
             product,
             info,
-            residue: e,
+            residue: e.canonical(DISK_ORDER),
         })
     }
 
@@ -374,27 +416,29 @@ fn parse_disk_source(mut s: Element, kind: DiskType) -> Result<DiskSource> {
         }
         _ => {}
     }
-    src.residue = s;
+    src.residue = s.canonical(SOURCE_ORDER);
     Ok(src)
 }
 
+/// libvirt's order of `<source>` children (`virDomainDiskSourceFormat`).
 const SOURCE_ORDER: &[&str] = &[
     "host",
-    "address",
+    "identity",
     "snapshot",
     "config",
-    "auth",
-    "encryption",
-    "privateData",
-    "timeout",
-    "readahead",
-    "cookies",
-    "ssl",
-    "reconnect",
     "initiator",
+    "ssl",
+    "cookies",
+    "readahead",
+    "timeout",
+    "address",
+    "reconnect",
     "slices",
     "seclabel",
+    "auth",
+    "encryption",
     "reservations",
+    "privateData",
 ];
 
 fn format_disk_source(s: &DiskSource, kind: DiskType) -> Element {
@@ -683,14 +727,14 @@ impl Controller {
             pci,
             driver,
             info,
-            residue: e,
+            residue: e.canonical(&order_with_info(CONTROLLER_BEFORE, CONTROLLER_AFTER)),
         })
     }
 
     fn format(&self) -> Element {
         let mut e = Element::new("controller")
             .attr("type", self.kind)
-            .attr("index", self.idx())
+            .attr_opt("index", self.index)
             .attr_opt("model", self.model.map(ControllerModel::as_str))
             .attr_opt("ports", self.ports)
             .attr_opt("vectors", self.vectors);
@@ -721,7 +765,7 @@ impl Controller {
         }
         e.merge_residue(
             &self.residue,
-            &order_with_info(&["model", "target", "driver"], &["pcihole64"]),
+            &order_with_info(CONTROLLER_BEFORE, CONTROLLER_AFTER),
         );
         e
     }
@@ -903,7 +947,7 @@ impl Interface {
             target,
             driver,
             info,
-            residue: e,
+            residue: e.canonical(NET_ORDER),
         })
     }
 
@@ -1072,7 +1116,7 @@ impl ChrSource {
             }
             // keep what is left of the first source
             if s.source_residue.is_empty() {
-                s.source_residue = src;
+                s.source_residue = src.canonical(CHR_SOURCE_ORDER);
             }
         }
         if let Some(mut p) = e.take_child("protocol") {
@@ -1092,7 +1136,7 @@ impl ChrSource {
     pub fn format_into(&self, e: &mut Element, opts: &FormatOptions) {
         let res = &self.source_residue;
         let with_residue = |mut se: Element| -> Element {
-            se.merge_residue(res, &["seclabel", "reconnect", "clipboard", "mouse"]);
+            se.merge_residue(res, CHR_SOURCE_ORDER);
             se
         };
         match self.kind {
@@ -1233,6 +1277,11 @@ impl ChrDevice {
         if source.path.is_none() && kind == ChrType::Pty {
             source.path = tty;
         }
+        // a UNIX socket without a path gets a generated one, which implies
+        // that QEMU listens on it (libvirt's inactive post-parse)
+        if opts.inactive && kind == ChrType::Unix && source.path.is_none() {
+            source.listen = true;
+        }
         let mut target = ChrTarget::default();
         if let Some(mut t) = e.take_child("target") {
             target.kind = t.take_attr("type");
@@ -1267,7 +1316,7 @@ impl ChrDevice {
             source,
             target,
             info,
-            residue: e,
+            residue: e.canonical(&order_with_info(CHR_BEFORE, &[])),
         })
     }
 
@@ -1291,25 +1340,22 @@ impl ChrDevice {
             }
             ChrDeviceKind::Console => {
                 te.push_attr_opt("type", t.kind.as_ref());
-                te.push_attr("port", t.port.unwrap_or(0));
+                te.push_attr_opt("port", t.port);
             }
             ChrDeviceKind::Serial => {
                 te.push_attr_opt("type", t.kind.as_ref());
-                te.push_attr("port", t.port.unwrap_or(0));
+                te.push_attr_opt("port", t.port);
                 if let Some(m) = &t.model {
                     te.children.push(Element::new("model").attr("name", m));
                 }
             }
             ChrDeviceKind::Parallel => {
-                te.push_attr("port", t.port.unwrap_or(0));
+                te.push_attr_opt("port", t.port);
             }
         }
         e.children.push(te);
         self.info.format_into(&mut e, false, false);
-        e.merge_residue(
-            &self.residue,
-            &order_with_info(&["source", "protocol", "log", "target"], &[]),
-        );
+        e.merge_residue(&self.residue, &order_with_info(CHR_BEFORE, &[]));
         e
     }
 }
@@ -1369,7 +1415,7 @@ impl Input {
             bus,
             model,
             info,
-            residue: e,
+            residue: e.canonical(&order_with_info(INPUT_BEFORE, &[])),
         })
     }
 
@@ -1379,7 +1425,7 @@ impl Input {
             .attr_opt("bus", self.bus.filter(|b| *b != InputBus::None))
             .attr_opt("model", self.model);
         self.info.format_into(&mut e, false, false);
-        e.merge_residue(&self.residue, &order_with_info(&["driver", "source"], &[]));
+        e.merge_residue(&self.residue, &order_with_info(INPUT_BEFORE, &[]));
         e
     }
 }
@@ -1449,6 +1495,41 @@ const GRAPHICS_ORDER: &[&str] = &[
     "gl",
     "audio",
 ];
+
+/// SPICE channel names in libvirt's enum (and output) order.
+const SPICE_CHANNELS: &[&str] = &[
+    "main",
+    "display",
+    "inputs",
+    "cursor",
+    "playback",
+    "record",
+    "smartcard",
+    "usbredir",
+];
+
+/// Graphics children in libvirt's order; SPICE `<channel>`s by channel name.
+fn canonical_graphics(mut e: Element) -> Element {
+    e.children.sort_by_key(|c| {
+        let pos = if c.ns.is_some() {
+            usize::MAX
+        } else {
+            GRAPHICS_ORDER
+                .iter()
+                .position(|n| *n == c.name)
+                .unwrap_or(usize::MAX - 1)
+        };
+        let chan = if c.is("channel") {
+            c.get_attr("name")
+                .and_then(|n| SPICE_CHANNELS.iter().position(|x| *x == n))
+                .unwrap_or(usize::MAX)
+        } else {
+            0
+        };
+        (pos, chan)
+    });
+    e
+}
 
 impl Graphics {
     fn parse(mut e: Element, opts: ParseOptions) -> Result<Self> {
@@ -1600,7 +1681,7 @@ impl Graphics {
             websocket,
             keymap,
             listens,
-            residue: e,
+            residue: canonical_graphics(e),
         })
     }
 
@@ -1766,11 +1847,11 @@ impl Video {
             v.vgamem = take_u32(&mut m, "vgamem")?;
             v.heads = take_u32(&mut m, "heads")?;
             v.primary = m.take_attr("primary").as_deref() == Some("yes");
-            v.model_residue = m;
+            v.model_residue = m.canonical(VIDEO_MODEL_ORDER);
         }
         v.driver = e.take_child("driver");
         v.info = DeviceInfo::take(&mut e, opts.inactive)?;
-        v.residue = e;
+        v.residue = e.canonical(&order_with_info(VIDEO_BEFORE, &[]));
         Ok(v)
     }
 
@@ -1787,10 +1868,10 @@ impl Video {
         if self.primary {
             m.push_attr("primary", "yes");
         }
-        m.merge_residue(&self.model_residue, &["acceleration", "resolution"]);
+        m.merge_residue(&self.model_residue, VIDEO_MODEL_ORDER);
         e.children.push(m);
         self.info.format_into(&mut e, false, false);
-        e.merge_residue(&self.residue, &order_with_info(&["driver", "model"], &[]));
+        e.merge_residue(&self.residue, &order_with_info(VIDEO_BEFORE, &[]));
         e
     }
 }
@@ -1874,7 +1955,7 @@ impl Audio {
         Ok(Audio {
             id,
             kind,
-            residue: e,
+            residue: e.canonical(AUDIO_ORDER),
         })
     }
 
@@ -1882,7 +1963,7 @@ impl Audio {
         let mut e = Element::new("audio")
             .attr("id", self.id)
             .attr("type", &self.kind);
-        e.merge_residue(&self.residue, &["input", "output"]);
+        e.merge_residue(&self.residue, AUDIO_ORDER);
         e
     }
 }
@@ -1941,7 +2022,7 @@ impl Memballoon {
             stats_period,
             driver,
             info,
-            residue: e,
+            residue: e.canonical(&order_with_info(BALLOON_BEFORE, BALLOON_AFTER)),
         })
     }
 
@@ -1955,7 +2036,10 @@ impl Memballoon {
         }
         self.info.format_into(&mut e, false, false);
         e.children.extend(self.driver.iter().cloned());
-        e.merge_residue(&self.residue, &order_with_info(&["stats"], &["driver"]));
+        e.merge_residue(
+            &self.residue,
+            &order_with_info(BALLOON_BEFORE, BALLOON_AFTER),
+        );
         e
     }
 }
@@ -1999,10 +2083,11 @@ impl GenericDevice {
         let element = e.name.clone();
         // hostdev: the <address> inside <source> belongs to the source
         let info = DeviceInfo::take(&mut e, opts.inactive)?;
+        let (before, after) = generic_order(&element);
         Ok(GenericDevice {
             element,
             info,
-            residue: e,
+            residue: e.canonical(&order_with_info(before, after)),
         })
     }
 

@@ -145,7 +145,7 @@ str_enum! {
 }
 
 /// `<loader>`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loader {
     /// Path of the firmware image.
     pub path: Option<String>,
@@ -161,8 +161,21 @@ pub struct Loader {
     pub residue: Element,
 }
 
+impl Default for Loader {
+    fn default() -> Self {
+        Loader {
+            path: Default::default(),
+            readonly: Default::default(),
+            secure: Default::default(),
+            kind: Default::default(),
+            stateless: Default::default(),
+            residue: Element::new("loader"),
+        }
+    }
+}
+
 /// `<nvram>`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nvram {
     /// Path of the varstore (old-style text content).
     pub path: Option<String>,
@@ -170,6 +183,16 @@ pub struct Nvram {
     pub template: Option<String>,
     /// New-style `type=` + `<source>` and other untyped parts.
     pub residue: Element,
+}
+
+impl Default for Nvram {
+    fn default() -> Self {
+        Nvram {
+            path: Default::default(),
+            template: Default::default(),
+            residue: Element::new("nvram"),
+        }
+    }
 }
 
 /// `<firmware><feature enabled= name=>`.
@@ -181,8 +204,11 @@ pub struct FirmwareFeature {
     pub enabled: YesNo,
 }
 
+/// Names of `<firmware><feature>`, in libvirt's (output) order.
+pub const FIRMWARE_FEATURES: &[&str] = &["enrolled-keys", "secure-boot"];
+
 /// `<os>`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Os {
     /// `<type>` text (`hvm`).
     pub os_type: String,
@@ -224,6 +250,33 @@ pub struct Os {
     pub smbios: Option<SmbiosMode>,
     /// Untyped children (`init*` for containers, ...).
     pub residue: Element,
+}
+
+impl Default for Os {
+    fn default() -> Self {
+        Os {
+            os_type: Default::default(),
+            arch: Default::default(),
+            machine: Default::default(),
+            firmware: Default::default(),
+            firmware_features: Default::default(),
+            loader: Default::default(),
+            nvram: Default::default(),
+            kernel: Default::default(),
+            initrd: Default::default(),
+            cmdline: Default::default(),
+            dtb: Default::default(),
+            root: Default::default(),
+            acpi_tables: Default::default(),
+            boot: Default::default(),
+            bootmenu: Default::default(),
+            bootmenu_timeout: Default::default(),
+            bios_useserial: Default::default(),
+            bios_reboot_timeout: Default::default(),
+            smbios: Default::default(),
+            residue: Element::new("os"),
+        }
+    }
 }
 
 /// State-only features (`<hap state=>` etc.): `None` = absent.
@@ -357,7 +410,7 @@ pub struct NumaCell {
 }
 
 /// `<cpu>`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cpu {
     /// `mode=` (`None` when the element only carries topology/numa).
     pub mode: Option<CpuMode>,
@@ -389,6 +442,28 @@ pub struct Cpu {
     pub numa_interconnects: Option<Element>,
     /// Untyped parts.
     pub residue: Element,
+}
+
+impl Default for Cpu {
+    fn default() -> Self {
+        Cpu {
+            mode: Default::default(),
+            match_: Default::default(),
+            check: Default::default(),
+            migratable: Default::default(),
+            model: Default::default(),
+            fallback: Default::default(),
+            vendor_id: Default::default(),
+            vendor: Default::default(),
+            topology: Default::default(),
+            cache: Default::default(),
+            maxphysaddr: Default::default(),
+            features: Default::default(),
+            numa: Default::default(),
+            numa_interconnects: Default::default(),
+            residue: Element::new("cpu"),
+        }
+    }
 }
 
 str_enum! {
@@ -640,6 +715,9 @@ const DOMAIN_ORDER: &[&str] = &[
     "launchSecurity",
 ];
 
+const NUMA_CELL_ORDER: &[&str] = &["distances", "cache"];
+const TIMER_ORDER: &[&str] = &["catchup"];
+
 fn text_of(e: &mut Element, name: &str) -> Option<String> {
     e.take_child(name).and_then(|mut c| c.take_text())
 }
@@ -721,9 +799,12 @@ impl Domain {
             d.vcpu = Vcpu {
                 max,
                 current,
-                placement,
+                // libvirt's default placement is static
+                placement: Some(placement.unwrap_or(Placement::Static)),
                 cpuset,
             };
+        } else {
+            d.vcpu.placement = Some(Placement::Static);
         }
         d.vcpus = e.take_child("vcpus");
         if let Some(mut t) = e.take_child("iothreads") {
@@ -737,6 +818,22 @@ impl Domain {
         d.defaultiothread = e.take_child("defaultiothread");
         d.cputune = e.take_child("cputune");
         d.numatune = e.take_child("numatune");
+        // automatic memory placement makes vCPU placement automatic too,
+        // unless something pins CPUs explicitly (libvirt's parser does this)
+        let memory_auto = d
+            .numatune
+            .as_ref()
+            .and_then(|n| n.find("memory"))
+            .and_then(|m| m.get_attr("placement"))
+            == Some("auto");
+        let pinned = d.cputune.as_ref().is_some_and(|c| {
+            c.find("vcpupin").is_some()
+                || c.find("emulatorpin").is_some()
+                || c.find("iothreadpin").is_some()
+        });
+        if memory_auto && d.vcpu.cpuset.is_none() && !pinned {
+            d.vcpu.placement = Some(Placement::Auto);
+        }
         d.resource = e.take_child("resource");
         d.sysinfo = e.take_children("sysinfo");
         d.bootloader = text_of(&mut e, "bootloader");
@@ -794,7 +891,7 @@ impl Domain {
         // namespace declarations are regenerated on output
         e.ns_decls.clear();
         e.children.retain(|c| c.ns.is_none());
-        d.residue = e;
+        d.residue = e.canonical(DOMAIN_ORDER);
         Ok(d)
     }
 
@@ -850,11 +947,10 @@ impl Domain {
                 .attr("unit", "KiB")
                 .text(self.memory.total_kib),
         );
-        c.push(
-            Element::new("currentMemory")
-                .attr("unit", "KiB")
-                .text(self.memory.current_kib.unwrap_or(self.memory.total_kib)),
-        );
+        // unset until expansion (libvirt's post-parse) fills it in
+        if let Some(cur) = self.memory.current_kib {
+            c.push(Element::new("currentMemory").attr("unit", "KiB").text(cur));
+        }
         c.extend(self.blkiotune.iter().cloned());
         c.extend(self.memtune.iter().cloned());
         if let Some(mb) = &self.memory_backing {
@@ -1056,13 +1152,23 @@ fn parse_os(mut os: Element) -> Result<Os> {
         .ok_or_else(|| Error::xml("an os <type> must be specified"))?;
     if let Some(mut f) = os.take_child("firmware") {
         for mut fe in f.take_children("feature") {
-            o.firmware_features.push(FirmwareFeature {
-                enabled: take_enum_req(&mut fe, "enabled")?,
-                name: fe
-                    .take_attr("name")
-                    .ok_or_else(|| Error::missing("feature", "name"))?,
-            });
+            let name = fe
+                .take_attr("name")
+                .ok_or_else(|| Error::missing("feature", "name"))?;
+            if !FIRMWARE_FEATURES.contains(&name.as_str()) {
+                return Err(Error::invalid("feature", "name", &name));
+            }
+            let enabled = take_enum_req(&mut fe, "enabled")?;
+            // one value per feature, the last one wins (libvirt keeps an array)
+            o.firmware_features.retain(|f| f.name != name);
+            o.firmware_features.push(FirmwareFeature { name, enabled });
         }
+        o.firmware_features.sort_by_key(|f| {
+            FIRMWARE_FEATURES
+                .iter()
+                .position(|n| *n == f.name)
+                .unwrap_or(usize::MAX)
+        });
     }
     if let Some(mut l) = os.take_child("loader") {
         o.loader = Some(Loader {
@@ -1120,7 +1226,7 @@ fn parse_os(mut os: Element) -> Result<Os> {
     if let Some(mut s) = os.take_child("smbios") {
         o.smbios = take_enum(&mut s, "mode")?;
     }
-    o.residue = os;
+    o.residue = os.canonical(OS_ORDER);
     Ok(o)
 }
 
@@ -1375,15 +1481,23 @@ fn format_features(f: &Features) -> Element {
 }
 
 fn parse_cpu(mut c: Element) -> Result<Cpu> {
+    let mode: Option<CpuMode> = take_enum(&mut c, "mode")?;
     let mut cpu = Cpu {
-        mode: take_enum(&mut c, "mode")?,
-        match_: take_enum(&mut c, "match")?,
+        mode,
+        // libvirt's defaults: match exact, fallback allow
+        match_: Some(take_enum(&mut c, "match")?.unwrap_or(CpuMatch::Exact)),
         check: take_enum(&mut c, "check")?,
         migratable: take_enum(&mut c, "migratable")?,
         ..Default::default()
     };
+    if !matches!(mode, Some(CpuMode::HostPassthrough | CpuMode::Maximum)) {
+        cpu.fallback = Some(CpuFallback::Allow);
+    }
     if let Some(mut m) = c.take_child("model") {
-        cpu.fallback = take_enum(&mut m, "fallback")?;
+        let fallback = take_enum(&mut m, "fallback")?;
+        if cpu.fallback.is_some() {
+            cpu.fallback = fallback.or(cpu.fallback);
+        }
         cpu.vendor_id = m.take_attr("vendor_id");
         cpu.model = m.take_text();
     }
@@ -1442,7 +1556,7 @@ fn parse_cpu(mut c: Element) -> Result<Cpu> {
                 memory_kib,
                 mem_access: take_enum(&mut cell, "memAccess")?,
                 discard: take_enum(&mut cell, "discard")?,
-                residue: cell,
+                residue: cell.canonical(NUMA_CELL_ORDER),
             });
         }
         cpu.numa_interconnects = n.take_child("interconnects");
@@ -1506,7 +1620,7 @@ fn format_cpu(cpu: &Cpu) -> Option<Element> {
             ce.push_attr("unit", "KiB");
             ce.push_attr_opt("memAccess", cell.mem_access);
             ce.push_attr_opt("discard", cell.discard);
-            ce.merge_residue(&cell.residue, &["distances", "cache"]);
+            ce.merge_residue(&cell.residue, NUMA_CELL_ORDER);
             n.children.push(ce);
         }
         n.children.extend(cpu.numa_interconnects.iter().cloned());
@@ -1575,7 +1689,7 @@ fn parse_clock(mut c: Element) -> Result<Clock> {
             tickpolicy: take_enum(&mut t, "tickpolicy")?,
             track: take_enum(&mut t, "track")?,
             frequency: take_u64(&mut t, "frequency")?,
-            residue: t,
+            residue: t.canonical(TIMER_ORDER),
         });
     }
     Ok(clock)
@@ -1605,7 +1719,7 @@ fn format_clock(c: &Clock) -> Element {
         if t.name == TimerName::Tsc {
             te.push_attr_opt("frequency", t.frequency.filter(|f| *f > 0));
         }
-        te.merge_residue(&t.residue, &["catchup"]);
+        te.merge_residue(&t.residue, TIMER_ORDER);
         e.children.push(te);
     }
     e

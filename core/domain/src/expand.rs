@@ -116,6 +116,8 @@ pub fn expand(def: &mut Domain, ctx: &mut ExpandContext<'_>) -> Result<()> {
     }
     let machine = def.os.machine.clone().unwrap_or_default();
 
+    post_parse_memory(def)?;
+    post_parse_os(def)?;
     assign_controller_indexes(def);
 
     // qemuDomainDefPostParse
@@ -138,6 +140,92 @@ pub fn expand(def: &mut Domain, ctx: &mut ExpandContext<'_>) -> Result<()> {
     // qemuDomainAssignAddresses
     assign_virtio_serial_addresses(def);
     assign_pci_addresses(def, caps, &machine)?;
+    Ok(())
+}
+
+/// Size of a `<memory>` device in KiB (`<target><size>`), 0 when absent.
+fn memory_device_kib(m: &GenericDevice) -> u64 {
+    m.child("target")
+        .and_then(|t| t.find("size"))
+        .and_then(|s| {
+            crate::common::size_to_kib(s.trimmed_text().unwrap_or(""), s.get_attr("unit"), "KiB")
+        })
+        .unwrap_or(0)
+}
+
+/// Memory sizes as libvirt's `virDomainDefPostParseMemory`: the total from
+/// the NUMA cells when `<memory>` is absent, the balloon target clamped to
+/// the total, and the hotplug limits checked.
+fn post_parse_memory(def: &mut Domain) -> Result<()> {
+    let hotplug: u64 = def.devices.memories.iter().map(memory_device_kib).sum();
+    let numa: u64 = if def.memory.total_kib == 0 {
+        def.cpu
+            .as_ref()
+            .map(|c| c.numa.iter().map(|n| n.memory_kib).sum())
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    if numa > 0 {
+        def.memory.total_kib = numa + hotplug;
+    } else if hotplug > def.memory.total_kib {
+        return Err(Error::xml(
+            "Total size of memory devices exceeds the total memory size",
+        ));
+    }
+    let total = def.memory.total_kib;
+    if total.saturating_sub(hotplug) == 0 {
+        return Err(Error::xml(
+            "Memory size must be specified via <memory> or in the <numa> configuration",
+        ));
+    }
+    match def.memory.current_kib {
+        Some(c) if c != 0 && c <= total => {}
+        _ => def.memory.current_kib = Some(total),
+    }
+    let max = def.memory.max_kib.unwrap_or(0);
+    let slots = def.memory.slots.unwrap_or(0);
+    if (max != 0 || slots != 0) && !(max != 0 && slots != 0) {
+        return Err(Error::xml(
+            "both maximum memory size and memory slot count must be specified",
+        ));
+    }
+    if max != 0 && max < total {
+        return Err(Error::xml(
+            "maximum memory size must be equal or greater than the actual memory size",
+        ));
+    }
+    Ok(())
+}
+
+/// libvirt's `virDomainDefPostParseOs`: enrolled keys imply Secure Boot,
+/// and a loader with a path is a ROM unless said otherwise.
+fn post_parse_os(def: &mut Domain) -> Result<()> {
+    let os = &mut def.os;
+    let feature = |os: &Os, n: &str| {
+        os.firmware_features
+            .iter()
+            .find(|f| f.name == n)
+            .map(|f| f.enabled)
+    };
+    if feature(os, "enrolled-keys") == Some(crate::YesNo::Yes) {
+        if feature(os, "secure-boot") == Some(crate::YesNo::No) {
+            return Err(Error::xml(
+                "firmware feature 'enrolled-keys' cannot be enabled when firmware feature 'secure-boot' is disabled",
+            ));
+        }
+        if feature(os, "secure-boot").is_none() {
+            os.firmware_features.push(FirmwareFeature {
+                name: "secure-boot".into(),
+                enabled: crate::YesNo::Yes,
+            });
+        }
+    }
+    if let Some(l) = &mut os.loader {
+        if l.path.is_some() && l.kind.is_none() {
+            l.kind = Some(LoaderType::Rom);
+        }
+    }
     Ok(())
 }
 
@@ -181,9 +269,12 @@ fn find_controller(def: &Domain, kind: ControllerType, idx: u32) -> Option<usize
         .position(|c| c.kind == kind && c.idx() == idx)
 }
 
-/// Adds a controller keeping libvirt's order (grouped by type, by index).
+/// Adds a controller as libvirt's post-parse does (`virDomainDefAddController`):
+/// appended after all others. Only the XML parser groups controllers by type
+/// ([`insert_controller`]).
 pub fn add_controller(def: &mut Domain, c: Controller) -> usize {
-    insert_controller(&mut def.devices.controllers, c)
+    def.devices.controllers.push(c);
+    def.devices.controllers.len() - 1
 }
 
 fn maybe_add_controller(
@@ -454,6 +545,7 @@ fn isa_serial_post_parse(def: &mut Domain, arch: &str) {
                 serial.device = ChrDeviceKind::Serial;
                 serial.target = ChrTarget::default();
                 serial.info = crate::address::DeviceInfo::default();
+                serial.residue = crate::xml::Element::new("serial");
                 def.devices.serials.push(serial);
             }
         }

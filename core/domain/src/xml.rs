@@ -21,7 +21,10 @@ pub const QEMU_NS: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
 const MAX_DEPTH: usize = 256;
 
 /// One XML element with its attributes, child elements and text.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// Equality follows XML's data model: attribute order is not significant
+/// (it only matters for output layout), child order is.
+#[derive(Debug, Clone, Default)]
 pub struct Element {
     /// Local name (without prefix).
     pub name: String,
@@ -40,6 +43,24 @@ pub struct Element {
     /// Text content (concatenated, not trimmed); `None` when there is none.
     pub text: Option<String>,
 }
+
+impl PartialEq for Element {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.ns == other.ns
+            && self.prefix == other.prefix
+            && self.ns_decls == other.ns_decls
+            && self.attrs.len() == other.attrs.len()
+            && self
+                .attrs
+                .iter()
+                .all(|(n, v)| other.get_attr(n) == Some(v.as_str()))
+            && self.text == other.text
+            && self.children == other.children
+    }
+}
+
+impl Eq for Element {}
 
 impl Element {
     /// A new element in the default namespace.
@@ -186,6 +207,14 @@ impl Element {
                 .position(|n| *n == c.name)
                 .unwrap_or(usize::MAX - 1)
         });
+    }
+
+    /// The element with its children in canonical (libvirt's output) order,
+    /// as [`Element::merge_residue`] will write them: a residue stored this
+    /// way compares equal however the source document ordered it.
+    pub fn canonical(mut self, order: &[&str]) -> Self {
+        self.sort_children(order);
+        self
     }
 
     /// Appends what is left of a consumed element (its residue) to `self`:
