@@ -162,6 +162,21 @@ pub trait Host {
     /// Runs a vhost-user helper with `--print-capabilities` and returns its
     /// output.
     fn vhost_user_capabilities(&self, binary: &Path) -> Option<String>;
+
+    /// A free vsock guest CID for `<cid auto='yes'/>`.
+    fn free_vsock_cid(&mut self) -> Result<u32, String>;
+
+    /// The socket of the swtpm started for an emulated TPM.
+    fn tpm_emulator_socket(&self, alias: &str) -> String;
+
+    /// The `/dev/sgN` node of a SCSI host device (`adapter`, bus, target, unit).
+    fn scsi_host_device(
+        &self,
+        adapter: &str,
+        bus: u32,
+        target: u32,
+        unit: u32,
+    ) -> Result<String, String>;
 }
 
 /// The host-dependent inputs of [`crate::build`].

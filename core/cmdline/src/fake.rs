@@ -195,6 +195,24 @@ impl Host for FakeHost {
         CpuSet::parse("0-3")
     }
 
+    fn free_vsock_cid(&mut self) -> Result<u32, String> {
+        Ok(42)
+    }
+
+    fn tpm_emulator_socket(&self, _alias: &str) -> String {
+        "/dev/test".into()
+    }
+
+    fn scsi_host_device(
+        &self,
+        _adapter: &str,
+        _bus: u32,
+        _target: u32,
+        _unit: u32,
+    ) -> Result<String, String> {
+        Ok("/dev/sg0".into())
+    }
+
     fn vhost_user_capabilities(&self, binary: &Path) -> Option<String> {
         let out = std::process::Command::new(binary)
             .arg("--print-capabilities")

@@ -1079,6 +1079,7 @@ pub(super) fn disks(ctx: &mut Ctx) -> Result<()> {
     for img in images.iter_mut().rev().flatten() {
         assign_indexes(img, &mut next);
     }
+    ctx.next_node_id = next;
     for (d, img) in def.devices.disks.iter().zip(images) {
         let drv = d.driver.as_ref();
         let mut cache = drv.and_then(|x| x.cache);

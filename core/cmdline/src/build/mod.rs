@@ -55,6 +55,8 @@ pub(crate) struct Ctx<'a, 'h> {
     pub fds: Vec<PassedFd>,
     /// Next `-add-fd set=` number.
     pub next_fdset: u32,
+    /// Last storage node id handed out (`libvirt-N-...`).
+    pub next_node_id: u32,
     /// `-mem-prealloc` has been emitted (backends then skip `prealloc`).
     pub mem_prealloc: bool,
     /// `<short name>` of the domain.
@@ -221,6 +223,7 @@ pub fn build(
         extra_env: Vec::new(),
         fds: Vec::new(),
         next_fdset: 0,
+        next_node_id: 0,
         mem_prealloc: false,
         short_name,
         private_dir,
