@@ -35,7 +35,7 @@ fn virtio_model(d: &GenericDevice) -> Option<VirtioModel> {
 /// read into the typed [`ChrSource`].
 fn chr_source(elem: &Element, kind_attr: Option<&str>) -> ChrSource {
     let kind = kind_attr
-        .and_then(|k| <ChrType as qvisor_domain::StrEnum>::from_name(k))
+        .and_then(<ChrType as qvisor_domain::StrEnum>::from_name)
         .unwrap_or(ChrType::Pty);
     let mut s = ChrSource::new(kind);
     for src in elem.children.iter().filter(|c| c.is("source")) {
@@ -56,7 +56,7 @@ fn chr_source(elem: &Element, kind_attr: Option<&str>) -> ChrSource {
                 s.service = src.get_attr("service").map(str::to_string);
                 s.tls = src
                     .get_attr("tls")
-                    .and_then(|t| <qvisor_domain::YesNo as qvisor_domain::StrEnum>::from_name(t));
+                    .and_then(<qvisor_domain::YesNo as qvisor_domain::StrEnum>::from_name);
             }
             _ => {
                 s.path = src.get_attr("path").map(str::to_string);
@@ -461,20 +461,18 @@ pub(super) fn hostdevs(ctx: &mut Ctx) -> Result<()> {
                 ctx.device(p);
             }
             "scsi" => scsi_hostdev(ctx, h)?,
-            "scsi_host" => {
-                if src.and_then(|s| s.get_attr("protocol")) == Some("vhost") {
-                    let wwpn = src
-                        .and_then(|s| s.get_attr("wwpn"))
-                        .unwrap_or("")
-                        .to_string();
-                    let fd = ctx.pass_fd(FdPurpose::VhostScsi(wwpn.clone()))?;
-                    let mut p = virtio_props(ctx, "vhost-scsi", &h.info, virtio_model(h), None)?;
-                    p.set("wwpn", wwpn);
-                    p.set("vhostfd", fd.to_string());
-                    p.set("id", a.as_str());
-                    address_props(ctx, &mut p, &h.info)?;
-                    ctx.device(p);
-                }
+            "scsi_host" if src.and_then(|s| s.get_attr("protocol")) == Some("vhost") => {
+                let wwpn = src
+                    .and_then(|s| s.get_attr("wwpn"))
+                    .unwrap_or("")
+                    .to_string();
+                let fd = ctx.pass_fd(FdPurpose::VhostScsi(wwpn.clone()))?;
+                let mut p = virtio_props(ctx, "vhost-scsi", &h.info, virtio_model(h), None)?;
+                p.set("wwpn", wwpn);
+                p.set("vhostfd", fd.to_string());
+                p.set("id", a.as_str());
+                address_props(ctx, &mut p, &h.info)?;
+                ctx.device(p);
             }
             "mdev" => {
                 let uuid = src
