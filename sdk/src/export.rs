@@ -6,13 +6,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RResult, RStr, RString, RVec},
+    std_types::{RBox, RResult, RStr, RString, RVec},
 };
 
 use crate::{
     AccelContribution, Description, DomainContext, HostBox, LabelRecord, LogLevel, Plugin,
     PluginBox, PluginError, PluginEvent, Plugin_TO, PrepareResult, ProbeResult, Reply, Reply_NE,
-    Request, Request_NE, Setting,
+    Request, Request_NE, Setting, StorageReply, StorageReply_NE, StorageRequest,
 };
 
 /// `ENOSYS`, returned by the default [`QvisorPlugin::pre_exec`].
@@ -57,6 +57,11 @@ pub trait QvisorPlugin: Send + Sync + Unpin + 'static {
         Ok(())
     }
 
+    /// Answers a storage pool or volume operation (storage plugins).
+    fn storage(&self, _request: &StorageRequest) -> Result<StorageReply, PluginError> {
+        Err(PluginError::unsupported("storage"))
+    }
+
     /// Applies confinement in the QEMU child (async-signal-safe code only).
     fn pre_exec(&self, _token: u64) -> i32 {
         ENOSYS
@@ -89,6 +94,7 @@ pub fn dispatch<P: QvisorPlugin + ?Sized>(
             plugin.release(d)?;
             Reply::Done
         }
+        Request::Storage(r) => Reply::Storage(RBox::new(StorageReply_NE::new(plugin.storage(r)?))),
     })
 }
 

@@ -46,6 +46,7 @@ mod export;
 mod host;
 mod messages;
 mod module;
+mod storage;
 
 pub use abi_stable;
 
@@ -63,6 +64,10 @@ pub use messages::{
     Setting,
 };
 pub use module::{Plugin, PluginBox, PluginMod, PluginModRef, Plugin_TO, ROOT_MODULE_NAME};
+pub use storage::{
+    PoolInfo, PoolState, StorageContext, StorageOp, StorageOp_NE, StorageReply, StorageReply_NE,
+    StorageRequest, VolumeInfo, VolumeRef,
+};
 
 /// The version of this ABI crate, as compiled into the supervisor and each plugin.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -73,6 +78,10 @@ pub mod prelude {
         AccelContribution, Access, Description, DomainContext, HostHandle, LabelRecord, LogLevel,
         PluginError, PluginEvent, PluginKind, PrepareResult, ProbeResult, QvisorPlugin,
         ResolvedSource, Resource, ResourceKind, Setting,
+    };
+    pub use crate::{
+        PoolInfo, PoolState, StorageContext, StorageOp, StorageReply, StorageRequest, VolumeInfo,
+        VolumeRef,
     };
     pub use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec};
 }

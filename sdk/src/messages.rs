@@ -13,6 +13,8 @@ use abi_stable::{
     StableAbi,
 };
 
+use crate::storage::{StorageReply_NE, StorageRequest};
+
 /// What a plugin does in the per-domain pipeline.
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -304,6 +306,9 @@ pub enum Request {
     /// The domain is gone: drop any per-domain state. Answered with
     /// [`Reply::Done`].
     Release(RBox<DomainContext>),
+    /// A storage pool or volume operation (SDK 0.1.1). Answered with
+    /// [`Reply::Storage`].
+    Storage(RBox<StorageRequest>),
 }
 
 /// A reply from a plugin.
@@ -327,4 +332,6 @@ pub enum Reply {
     /// Answer to [`Request::Confine`]: `Some(token)` when the supervisor must
     /// call [`crate::Plugin::pre_exec`] with that token in the QEMU child.
     Confine(ROption<u64>),
+    /// Answer to [`Request::Storage`] (SDK 0.1.1).
+    Storage(RBox<StorageReply_NE>),
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub mod guest;
+
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -208,8 +210,8 @@ pub fn fixtures() -> &'static Fixtures {
         let extended = |name: &str, t: String| match name {
             "messages.rs" => patch(
                 &t,
-                "    Release(RBox<DomainContext>),\n}",
-                "    Release(RBox<DomainContext>),\n    /// Added by the extended fixture.\n    Extra(u32),\n}",
+                "    Storage(RBox<StorageRequest>),\n}",
+                "    Storage(RBox<StorageRequest>),\n    /// Added by the extended fixture.\n    Extra(u32),\n}",
                 name,
             ),
             "export.rs" => patch(
