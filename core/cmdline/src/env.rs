@@ -109,6 +109,17 @@ pub struct NetworkVolume {
     pub auth: Option<(String, String)>,
 }
 
+/// Which graphics port is being allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphicsPort {
+    /// VNC display port (5900 + display).
+    Vnc,
+    /// SPICE plain-text port.
+    Spice,
+    /// SPICE TLS port.
+    SpiceTls,
+}
+
 /// What a secret reference in the XML names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretRef {
@@ -162,6 +173,9 @@ pub trait Host {
     /// Runs a vhost-user helper with `--print-capabilities` and returns its
     /// output.
     fn vhost_user_capabilities(&self, binary: &Path) -> Option<String>;
+
+    /// A port for an auto-allocated graphics server (`autoport='yes'`).
+    fn graphics_port(&mut self, what: GraphicsPort) -> Result<u16, String>;
 
     /// A free vsock guest CID for `<cid auto='yes'/>`.
     fn free_vsock_cid(&mut self) -> Result<u32, String>;

@@ -195,6 +195,15 @@ impl Host for FakeHost {
         CpuSet::parse("0-3")
     }
 
+    fn graphics_port(&mut self, what: crate::env::GraphicsPort) -> Result<u16, String> {
+        // libvirt's "pretend" start: fixed ports, nothing reserved
+        Ok(match what {
+            crate::env::GraphicsPort::Vnc => 5900,
+            crate::env::GraphicsPort::Spice => 5901,
+            crate::env::GraphicsPort::SpiceTls => 5902,
+        })
+    }
+
     fn free_vsock_cid(&mut self) -> Result<u32, String> {
         Ok(42)
     }

@@ -30,6 +30,7 @@ pub mod machine;
 pub mod model;
 pub mod props;
 pub mod secret;
+pub mod usb;
 
 pub use build::build;
 pub use env::{AccelContribution, BuildEnv, Host, HugetlbfsMount};

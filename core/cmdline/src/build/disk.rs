@@ -738,7 +738,11 @@ fn chain(ctx: &mut Ctx, disk: &Disk, top: Image, dc: &DiskCtx) -> Result<String>
             top_format = format.clone();
         }
         let lo = layer_objects(ctx, img, &storage, &format)?;
-        let readonly = if i == 0 { disk.readonly } else { true };
+        let readonly = if i == 0 {
+            disk.readonly || disk.device == DiskDevice::Cdrom
+        } else {
+            true
+        };
         let backing_node = match terminated.get(i) {
             Some(Some(Some(()))) => Some(Some(format!("libvirt-{}-format", layers[i + 1].index))),
             Some(Some(None)) => Some(None),
@@ -1095,7 +1099,7 @@ pub(super) fn disks(ctx: &mut Ctx) -> Result<()> {
             detect_zeroes: drv
                 .and_then(|x| x.detect_zeroes.clone())
                 .filter(|v| v != "default" && v != "off"),
-            readonly: d.readonly,
+            readonly: d.readonly || d.device == DiskDevice::Cdrom,
             floppy: d.device == DiskDevice::Floppy,
             cdrom_host: d.device == DiskDevice::Cdrom,
         };

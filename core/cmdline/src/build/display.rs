@@ -172,7 +172,16 @@ fn vnc(ctx: &mut Ctx, g: &Graphics) -> Result<()> {
             escape_comma(l.socket.as_deref().unwrap_or(""))
         )),
         ListenType::Address | ListenType::Network => {
-            let port = if g.autoport { 5900 } else { g.port };
+            let port = if g.autoport {
+                i32::from(
+                    ctx.env
+                        .host
+                        .graphics_port(crate::env::GraphicsPort::Vnc)
+                        .map_err(Error::Host)?,
+                )
+            } else {
+                g.port
+            };
             if !g.autoport && !(5900..=65535).contains(&port) {
                 return Err(Error::unsupported("vnc port must be in range [5900,65535]"));
             }
@@ -259,8 +268,49 @@ fn spice(ctx: &mut Ctx, g: &Graphics) -> Result<()> {
     let l = effective_listen(ctx, g);
     let mut kv = Keyval::new();
     let (mut secure, mut insecure) = (false, false);
-    let port = g.port.max(0);
-    let tls_port = g.tls_port.max(0);
+    let mut port = g.port.max(0);
+    let mut tls_port = g.tls_port.max(0);
+    if g.autoport && matches!(l.kind, ListenType::Address | ListenType::Network) {
+        let (mut need_plain, mut need_tls) = (false, false);
+        for c in g.residue.children.iter().filter(|c| c.is("channel")) {
+            match c.get_attr("mode") {
+                Some("secure") => need_tls = true,
+                Some("insecure") => need_plain = true,
+                _ => {}
+            }
+        }
+        match g.residue.get_attr("defaultMode") {
+            Some("secure") => need_tls = true,
+            Some("insecure") => need_plain = true,
+            _ => {
+                if ctx.conf.spice_tls {
+                    need_tls = true;
+                }
+                need_plain = true;
+            }
+        }
+        if need_plain {
+            port = i32::from(
+                ctx.env
+                    .host
+                    .graphics_port(crate::env::GraphicsPort::Spice)
+                    .map_err(Error::Host)?,
+            );
+        }
+        if need_tls {
+            if !ctx.conf.spice_tls {
+                return Err(Error::unsupported(
+                    "Auto allocation of spice TLS port requested but spice TLS is disabled in qemu.conf",
+                ));
+            }
+            tls_port = i32::from(
+                ctx.env
+                    .host
+                    .graphics_port(crate::env::GraphicsPort::SpiceTls)
+                    .map_err(Error::Host)?,
+            );
+        }
+    }
     match l.kind {
         ListenType::Socket => {
             kv.push_bare("unix");
@@ -482,7 +532,7 @@ fn video_model(ctx: &Ctx, v: &Video, primary: bool) -> Result<(String, bool, boo
     // (model, virtio, bus suffix)
     let r = if vhost {
         if primary_vga {
-            ("vhost-user-vga", true, false)
+            ("vhost-user-vga", false, false)
         } else {
             ("vhost-user-gpu", true, true)
         }

@@ -23,6 +23,7 @@ pub(super) fn prepare(
 ) -> Result<()> {
     align_memory(def);
     device_bootorder(def);
+    crate::usb::assign_usb_ports(def)?;
     if let Some(cpu) = &def.cpu {
         if cpu.mode == Some(CpuMode::HostModel) && caps.is_x86() {
             return Err(Error::unsupported(
