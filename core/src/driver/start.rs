@@ -157,6 +157,42 @@ impl qvisor_cmdline::Host for RealHost {
         None
     }
 
+    fn graphics_port(
+        &mut self,
+        _what: qvisor_cmdline::env::GraphicsPort,
+    ) -> std::result::Result<u16, String> {
+        // libvirt's remote_display_port_min..max: the first port nobody listens
+        // on (a pretend run just reports the first of the range).
+        if self.pretend {
+            return Ok(5900);
+        }
+        (5900..=65535u16)
+            .find(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
+            .ok_or_else(|| {
+                "Unable to find an unused port in range 'display' (5900-65535)".to_string()
+            })
+    }
+
+    fn free_vsock_cid(&mut self) -> std::result::Result<u32, String> {
+        Err("automatic vsock CIDs are not supported by this driver yet".into())
+    }
+
+    fn tpm_emulator_socket(&self, alias: &str) -> String {
+        format!("/run/qvisor/swtpm/{alias}.sock")
+    }
+
+    fn scsi_host_device(
+        &self,
+        adapter: &str,
+        bus: u32,
+        target: u32,
+        unit: u32,
+    ) -> std::result::Result<String, String> {
+        Err(format!(
+            "SCSI host device {adapter}:{bus}:{target}:{unit} is not supported by this driver yet"
+        ))
+    }
+
     fn vhost_user_capabilities(&self, binary: &Path) -> Option<String> {
         let out = std::process::Command::new(binary)
             .arg("--print-capabilities")
@@ -423,6 +459,7 @@ impl Inner {
         private_dir: &Path,
         paused: bool,
     ) -> Result<()> {
+        check_disk_sources(&def)?;
         let emulator = self.emulator_for(&def);
         let caps = self.caps_for(&emulator)?;
         std::fs::DirBuilder::new()
@@ -786,4 +823,25 @@ fn first_render_node() -> Option<String> {
         .collect();
     nodes.sort();
     nodes.first().map(|n| format!("/dev/dri/{n}"))
+}
+
+/// Local disk images must exist before QEMU starts (libvirt checks this too,
+/// giving a clearer error than QEMU's). An optional or empty CD-ROM is fine.
+fn check_disk_sources(def: &Domain) -> Result<()> {
+    for disk in &def.devices.disks {
+        let Some(src) = &disk.source else { continue };
+        let Some(path) = disk.source_path() else {
+            continue;
+        };
+        if src.protocol.is_some() || src.startup_policy.as_deref() == Some("optional") {
+            continue;
+        }
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(DriverError::OperationFailed(format!(
+                "Cannot access storage file '{path}' for disk '{}': {e}",
+                disk.target.dev
+            )));
+        }
+    }
+    Ok(())
 }

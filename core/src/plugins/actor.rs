@@ -55,8 +55,23 @@ pub struct Call(pub Request);
 /// The actor owning one plugin instance.
 pub struct PluginActor {
     name: Arc<str>,
-    instance: Result<PluginBox, PluginError>,
+    instance: Result<Arc<PluginBox>, PluginError>,
     restarts: Arc<AtomicU32>,
+}
+
+/// Asks for the plugin instance itself, for calling
+/// [`qvisor_sdk::Plugin::pre_exec`] in a forked QEMU child (where no actor
+/// can be reached). `None` when the instance failed to build.
+#[derive(Message)]
+#[rtype(result = "Option<Arc<PluginBox>>")]
+pub struct GetInstance;
+
+impl Handler<GetInstance> for PluginActor {
+    type Result = Option<Arc<PluginBox>>;
+
+    fn handle(&mut self, _msg: GetInstance, _ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.instance.as_ref().ok().cloned()
+    }
 }
 
 impl Actor for PluginActor {
@@ -104,7 +119,9 @@ pub fn start_plugin_actor(
 ) -> Addr<PluginActor> {
     SyncArbiter::start(1, move || {
         let host = host_for(name.clone(), events.clone());
-        let instance = (module.new())(host, RStr::from(settings.as_str())).into_result();
+        let instance = (module.new())(host, RStr::from(settings.as_str()))
+            .into_result()
+            .map(Arc::new);
         if let Err(e) = &instance {
             tracing::warn!(plugin = %name, "plugin constructor failed: {e}");
         }

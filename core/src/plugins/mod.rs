@@ -11,4 +11,6 @@ pub use actor::{Call, CallError, PluginActor};
 pub use host::TaggedEvent;
 pub use load::{load_plugin, LoadError, LoadedPlugin};
 pub use set::{load_specs, plugin_dir, PluginSetError, PluginSpec};
-pub use supervisor::{CallPlugin, ListPlugins, PluginState, PluginStatus, Supervisor};
+pub use supervisor::{
+    CallPlugin, ListPlugins, PluginInstance, PluginState, PluginStatus, Supervisor,
+};

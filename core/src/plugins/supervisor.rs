@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use crossbeam_channel::Sender;
-use qvisor_sdk::{Description, PluginKind, ProbeResult, Reply, Request};
+use qvisor_sdk::{Description, PluginBox, PluginKind, ProbeResult, Reply, Request};
 
-use super::actor::{call, start_plugin_actor, CallError, PluginActor};
+use super::actor::{call, start_plugin_actor, CallError, GetInstance, PluginActor};
 use super::host::TaggedEvent;
 use super::load::{load_plugin, LoadError};
 use super::set::PluginSpec;
@@ -258,6 +258,33 @@ impl Handler<CallPlugin> for Supervisor {
                     reason: "no such plugin loaded".into(),
                     plugin: msg.plugin,
                 }),
+            }
+        })
+    }
+}
+
+/// The instance of the plugin named `plugin`, for `pre_exec` hooks (the
+/// instance that answered `Confine`; a restart after a panic replaces it).
+#[derive(Message)]
+#[rtype(result = "Option<Arc<PluginBox>>")]
+pub struct PluginInstance {
+    /// The plugin's name.
+    pub plugin: String,
+}
+
+impl Handler<PluginInstance> for Supervisor {
+    type Result = ResponseFuture<Option<Arc<PluginBox>>>;
+
+    fn handle(&mut self, msg: PluginInstance, _ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self
+            .slots
+            .iter()
+            .find(|s| s.status.name() == msg.plugin)
+            .and_then(|s| s.addr.clone());
+        Box::pin(async move {
+            match addr {
+                Some(addr) => addr.send(GetInstance).await.ok().flatten(),
+                None => None,
             }
         })
     }
