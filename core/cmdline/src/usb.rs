@@ -214,11 +214,7 @@ pub fn assign_usb_ports(def: &mut Domain) -> Result<()> {
         }
     }
     for info in usb_infos(def, false) {
-        let needs = match &info.address {
-            None => true,
-            Some(Address::Usb { port: None, .. }) => true,
-            _ => false,
-        };
+        let needs = matches!(&info.address, None | Some(Address::Usb { port: None, .. }));
         if needs {
             assign(&mut buses, info)?;
         }

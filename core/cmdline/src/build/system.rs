@@ -19,8 +19,9 @@ use crate::props::{Keyval, Props};
 pub(super) fn prepare(
     def: &mut Domain,
     caps: &qvisor_caps::QemuCaps,
-    _env: &mut BuildEnv<'_>,
+    env: &mut BuildEnv<'_>,
 ) -> Result<()> {
+    super::firmware::fill(def, env)?;
     align_memory(def);
     device_bootorder(def);
     crate::usb::assign_usb_ports(def)?;
