@@ -113,9 +113,7 @@ impl Host for FakeHost {
             });
             return Ok(ResolvedVolume {
                 kind: "block".into(),
-                path: Some(format!(
-                    "/dev/disk/by-path/ip-{host}:3260-iscsi-{device}-lun-{lun}"
-                )),
+                path: Some(format!("/some/block/device/{volume}")),
                 network: Some(NetworkVolume {
                     protocol: "iscsi".into(),
                     host,

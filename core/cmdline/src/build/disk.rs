@@ -113,6 +113,16 @@ fn top_image(ctx: &Ctx, disk: &Disk) -> Result<Image> {
         let mode = src.residue.get_attr("mode");
         match (&r.network, mode) {
             (Some(n), Some("direct")) => {
+                img.source.take_child("auth");
+                if let Some((user, usage)) = &n.auth {
+                    img.source.children.push(
+                        Element::new("auth").attr("username", user).child(
+                            Element::new("secret")
+                                .attr("type", "iscsi")
+                                .attr("usage", usage),
+                        ),
+                    );
+                }
                 img.kind = "network".into();
                 img.protocol = Some(n.protocol.clone());
                 img.name = Some(n.name.clone());
@@ -149,7 +159,7 @@ fn top_image(ctx: &Ctx, disk: &Disk) -> Result<Image> {
 fn is_empty_source(disk: &Disk, img: &Image) -> bool {
     match img.kind.as_str() {
         "network" => false,
-        "nvme" | "vhostuser" | "volume" => false,
+        "nvme" | "vhostuser" => false,
         _ => img.path.is_none() && disk.source.as_ref().and_then(|s| s.pool.as_ref()).is_none(),
     }
 }
@@ -371,7 +381,7 @@ fn storage_props(
             p.set("filename", path);
             p.set_opt("aio", dc.io.as_deref());
             if let Some(r) = img.source.find("reservations") {
-                if r.get_attr("enabled") == Some("yes") {
+                if r.get_attr("enabled") != Some("no") {
                     let managed = r.get_attr("managed") != Some("no");
                     p.set(
                         "pr-manager",
@@ -626,7 +636,7 @@ fn format_props(img: &Image, dc: &DiskCtx, lo: &LayerObjects, fnode: FormatNode)
                 p.set_opt("key-secret", lo.enc_alias.clone());
             } else {
                 p.set("driver", "raw");
-                if let Some(s) = slice(img) {
+                if let Some(s) = slice(img).filter(|_| !needs_slice_layer(img)) {
                     p.set("offset", s.0);
                     p.set("size", s.1);
                 }
@@ -690,6 +700,17 @@ fn format_props(img: &Image, dc: &DiskCtx, lo: &LayerObjects, fnode: FormatNode)
     Ok(p)
 }
 
+/// A storage slice needs its own `raw` node unless the format node (plain
+/// raw) can apply offset and size itself.
+fn needs_slice_layer(img: &Image) -> bool {
+    if img.format.as_deref().unwrap_or("raw") != "raw" {
+        return true;
+    }
+    img.source
+        .find("encryption")
+        .is_some_and(|e| e.get_attr("engine").is_none_or(|en| en == "qemu"))
+}
+
 fn slice(img: &Image) -> Option<(u64, u64)> {
     let s = img.source.find("slices")?.find("slice")?;
     if s.get_attr("type") != Some("storage") {
@@ -750,7 +771,7 @@ fn chain(ctx: &mut Ctx, disk: &Disk, top: Image, dc: &DiskCtx) -> Result<String>
         };
         let mut group: Vec<Opt> = lo.objects.iter().cloned().map(Opt::Object).collect();
         if let Some(r) = img.source.find("reservations") {
-            if r.get_attr("enabled") == Some("yes") && r.get_attr("managed") == Some("no") {
+            if r.get_attr("enabled") != Some("no") && r.get_attr("managed") == Some("no") {
                 let path = r
                     .find("source")
                     .and_then(|s| s.get_attr("path"))
@@ -770,7 +791,7 @@ fn chain(ctx: &mut Ctx, disk: &Disk, top: Image, dc: &DiskCtx) -> Result<String>
         let sp = storage_props(ctx, img, dc, &lo, &storage, i == 0)?;
         group.push(Opt::Blockdev(sp));
         let mut file = storage.clone();
-        if let Some((off, size)) = slice(img).filter(|_| img.format.as_deref() != Some("raw")) {
+        if let Some((off, size)) = slice(img).filter(|_| needs_slice_layer(img)) {
             let slice_node = format!("libvirt-{}-slice-sto", img.index);
             let mut sl = Props::new()
                 .with("driver", "raw")
@@ -1143,4 +1164,16 @@ pub(super) fn disks(ctx: &mut Ctx) -> Result<()> {
         ctx.device(p);
     }
     Ok(())
+}
+
+/// Whether any disk uses the managed persistent-reservation helper.
+pub(super) fn has_managed_pr(def: &qvisor_domain::Domain) -> bool {
+    def.devices.disks.iter().any(|d| {
+        d.source
+            .as_ref()
+            .and_then(|s| s.residue.find("reservations"))
+            .is_some_and(|r| {
+                r.get_attr("enabled") != Some("no") && r.get_attr("managed") != Some("no")
+            })
+    })
 }

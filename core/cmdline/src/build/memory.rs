@@ -604,12 +604,7 @@ pub(super) fn numa(ctx: &mut Ctx) -> Result<()> {
             }
         }
         if hmat {
-            let initiator = cell
-                .residue
-                .get_attr("initiator")
-                .and_then(|s| s.parse::<usize>().ok())
-                .unwrap_or(master);
-            kv.push("initiator", initiator);
+            kv.push("initiator", node_initiator(cpu, i).unwrap_or(master));
         }
         if need_backend {
             kv.push("memdev", format!("ram-node{i}"));
@@ -676,7 +671,10 @@ pub(super) fn numa(ctx: &mut Ctx) -> Result<()> {
         }
         for (i, cell) in cpu.numa.iter().enumerate() {
             for c in cell.residue.children.iter().filter(|c| c.is("cache")) {
-                let size = elem_size_kib(c.find("size"));
+                let size = c
+                    .find("size")
+                    .and_then(|e| size_to_kib(e.get_attr("value")?, e.get_attr("unit"), "KiB"))
+                    .unwrap_or(0);
                 let mut kv = Keyval::head("hmat-cache")
                     .kv("node-id", i)
                     .kv("size", format!("{size}K"))
@@ -693,13 +691,13 @@ pub(super) fn numa(ctx: &mut Ctx) -> Result<()> {
                     _ => "none",
                 };
                 kv.push("policy", policy);
-                let line = elem_size_kib(c.find("line"));
-                let line_b = c
-                    .find("line")
-                    .and_then(|l| l.trimmed_text())
-                    .and_then(|v| v.parse::<u64>().ok());
-                if let Some(l) = line_b.filter(|l| *l > 0) {
-                    let _ = line;
+                let line = c.find("line").and_then(|l| {
+                    let v: u64 = l.get_attr("value")?.parse().ok()?;
+                    let scale =
+                        qvisor_domain::common::unit_scale(l.get_attr("unit").unwrap_or("B"))?;
+                    Some(v * scale)
+                });
+                if let Some(l) = line.filter(|l| *l > 0) {
                     kv.push("line", l);
                 }
                 ctx.keyval("-numa", kv);
@@ -707,6 +705,19 @@ pub(super) fn numa(ctx: &mut Ctx) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The initiator of a NUMA node: itself when it has CPUs, else the
+/// initiator of an interconnect targeting it (`virDomainNumaGetNodeInitiator`).
+fn node_initiator(cpu: &qvisor_domain::Cpu, node: usize) -> Option<usize> {
+    if cpu.numa.get(node)?.cpus.is_some() {
+        return Some(node);
+    }
+    let ic = cpu.numa_interconnects.as_ref()?;
+    ic.children
+        .iter()
+        .find(|e| e.get_attr("target").and_then(|t| t.parse::<usize>().ok()) == Some(node))
+        .and_then(|e| e.get_attr("initiator")?.parse().ok())
 }
 
 pub(super) fn memory_devices(ctx: &mut Ctx) -> Result<()> {

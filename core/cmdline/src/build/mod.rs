@@ -233,6 +233,15 @@ pub fn build(
     system::compat(&mut ctx);
     ctx.flag("-S");
     system::master_key(&mut ctx);
+    if disk::has_managed_pr(ctx.def) {
+        let path = ctx.private_path("pr-helper0.sock");
+        ctx.object(
+            Props::new()
+                .with("qom-type", "pr-manager-helper")
+                .with("id", "pr-helper0")
+                .with("path", path),
+        );
+    }
     firmware::pflash_blockdevs(&mut ctx)?;
     system::machine(&mut ctx)?;
     system::accel(&mut ctx);
