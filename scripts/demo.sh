@@ -10,7 +10,7 @@ ROOT=${1:-/var/tmp/qvisor-demo}
 GUEST=${QVISOR_TESTGUEST_DIR:-/var/tmp/qvisor-testguest}
 
 scripts/setup-debian.sh
-cargo build --release --workspace --locked
+cargo build --release --workspace
 scripts/testguest.sh "$GUEST" >/dev/null
 
 QV="target/release/qvisor -c qemu:///embed?root=$ROOT"
