@@ -7,12 +7,14 @@
 //! all call this same API; no lifecycle logic lives in a front end.
 
 pub mod actor;
+pub mod cgroup;
 pub mod error;
 pub mod events;
 mod host;
 pub mod process;
 pub mod registry;
 pub mod runtime;
+mod security;
 mod start;
 pub mod state;
 pub mod status;
@@ -869,6 +871,14 @@ impl Inner {
             tracing::info!(domain = %entry.name, "QEMU {exit}");
         }
         self.restore_labels(entry, &rt);
+        let layers: Vec<String> = rt
+            .pipeline
+            .iter()
+            .filter(|(step, _)| step.starts_with("security:"))
+            .map(|(_, p)| p.clone())
+            .chain(rt.labels.iter().map(|l| l.plugin.clone()))
+            .collect();
+        self.teardown_security(&entry.name, &entry.uuid, id, &layers);
         let status = self.paths.domain_status(&entry.name);
         if let Err(e) = remove_if_exists(&status) {
             tracing::error!(domain = %entry.name, "cannot remove {}: {e}", status.display());

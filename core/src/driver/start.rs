@@ -486,6 +486,7 @@ impl Inner {
         let monitor_path = self.paths.monitor_socket(id as u32, &def.name);
         let log_path = self.paths.domain_log(&def.name);
         write_log_header(&log_path, &cmd, self.conf.log_timestamp);
+        let security = self.setup_security(&mut live, &ctx, id, &monitor_path, &log_path)?;
 
         let spec = SpawnSpec {
             program: PathBuf::from(&cmd.binary),
@@ -500,7 +501,7 @@ impl Inner {
             fds: std::mem::take(&mut host.fds),
             max_processes: u64::from(self.conf.max_processes),
             max_files: u64::from(self.conf.max_files),
-            pre_exec: Vec::new(),
+            pre_exec: security.hooks.clone(),
         };
         let spawned = process::spawn(spec).map_err(|e| {
             DriverError::OperationFailed(format!("cannot execute '{}': {e}", cmd.binary))
@@ -538,6 +539,8 @@ impl Inner {
         for t in &taint {
             tracing::warn!(domain = %def.name, "domain is tainted: {t}");
         }
+        let (labels, security_steps) = security.commit();
+        pipeline.extend(security_steps);
         {
             let mut obj = entry.obj.lock();
             obj.id = id;
@@ -555,7 +558,7 @@ impl Inner {
                 starting: true,
                 shutdown_seen: false,
                 taint,
-                labels: Vec::new(),
+                labels,
                 pipeline,
             });
         }
