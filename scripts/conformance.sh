@@ -15,7 +15,7 @@ PY=/usr/bin/python3
 # mode  floor  extra check.py flags
 FLOORS=(
     "caps 9"
-    "xml2xml 80"
+    "xml2xml 85"
     "errors 33 --require-message"
     "argv 151"
 )

@@ -251,13 +251,27 @@ impl Disk {
                 detect_zeroes: d.take_attr("detect_zeroes"),
                 iothread: take_u32(&mut d, "iothread")?,
                 queues: take_u32(&mut d, "queues")?,
-                residue: d,
+                residue: canonical_metadata_cache(d)?,
             }),
             None => None,
         };
         let source = match e.take_child("source") {
-            Some(s) => Some(parse_disk_source(s, kind)?),
+            Some(mut s) => {
+                // `index` numbers images of a running domain only
+                if opts.inactive {
+                    s.take_attr("index");
+                }
+                Some(parse_disk_source(s, kind)?)
+            }
             None => None,
+        };
+        canonical_backing_chain(&mut e, opts)?;
+        // without a <source> the disk is an empty file disk (a drive with
+        // no medium), whatever type it claimed
+        let kind = if source.is_some() {
+            kind
+        } else {
+            DiskType::File
         };
         let target = match e.take_child("target") {
             Some(mut t) => {
@@ -275,6 +289,11 @@ impl Disk {
             None => return Err(missing_target(&source)),
         };
         let readonly = e.take_child("readonly").is_some();
+        // libvirt never writes snapshot='no' for a read-only disk: it is
+        // what read-only implies
+        if readonly && e.get_attr("snapshot") == Some("no") {
+            e.take_attr("snapshot");
+        }
         let shareable = e.take_child("shareable").is_some();
         let serial = text_of(&mut e, "serial");
         let wwn = text_of(&mut e, "wwn");
@@ -366,6 +385,44 @@ impl Disk {
         e.merge_residue(&self.residue, DISK_ORDER);
         e
     }
+}
+
+/// `<metadata_cache><max_size>` in bytes, as libvirt writes it.
+fn canonical_metadata_cache(mut e: Element) -> Result<Element> {
+    for mc in e.children.iter_mut().filter(|c| c.is("metadata_cache")) {
+        for ms in mc.children.iter_mut().filter(|c| c.is("max_size")) {
+            let v = ms.trimmed_text().unwrap_or("").to_string();
+            let unit = ms.take_attr("unit");
+            let bytes = crate::common::parse_uint(&v, false)
+                .zip(crate::common::unit_scale(
+                    unit.as_deref().unwrap_or("bytes"),
+                ))
+                .and_then(|(n, scale)| n.checked_mul(scale))
+                .ok_or_else(|| {
+                    Error::xml(format!(
+                        "Invalid value '{v}' for element or attribute './metadata_cache/max_size'"
+                    ))
+                })?;
+            ms.push_attr("unit", "bytes");
+            ms.text = Some(bytes.to_string());
+        }
+    }
+    Ok(e)
+}
+
+/// `<backingStore>` members as libvirt's parser keeps them: no runtime
+/// `index` in an inactive definition, metadata cache sizes in bytes.
+fn canonical_backing_chain(e: &mut Element, opts: ParseOptions) -> Result<()> {
+    for b in e.children.iter_mut().filter(|c| c.is("backingStore")) {
+        if opts.inactive {
+            b.take_attr("index");
+        }
+        for f in b.children.iter_mut().filter(|c| c.is("format")) {
+            *f = canonical_metadata_cache(std::mem::take(f))?;
+        }
+        canonical_backing_chain(b, opts)?;
+    }
+    Ok(())
 }
 
 fn missing_target(source: &Option<DiskSource>) -> Error {
@@ -2083,6 +2140,26 @@ impl GenericDevice {
         let element = e.name.clone();
         // hostdev: the <address> inside <source> belongs to the source
         let info = DeviceInfo::take(&mut e, opts.inactive)?;
+        match element.as_str() {
+            // a subsystem hostdev is managed or not; libvirt always says which
+            "hostdev" if e.get_attr("mode").unwrap_or("subsystem") == "subsystem" => {
+                let managed = e.take_attr("managed").as_deref() == Some("yes");
+                e.push_attr("managed", if managed { "yes" } else { "no" });
+            }
+            "filesystem" => {
+                for a in ["fmode", "dmode"] {
+                    if let Some(v) = e.take_attr(a) {
+                        let mode = u32::from_str_radix(v.trim(), 8)
+                            .map_err(|_| Error::invalid("filesystem", a, &v))?;
+                        if mode > 0o777 {
+                            return Err(Error::xml(format!("invalid {a}: '0{mode:o}'")));
+                        }
+                        e.push_attr(a, format!("{mode:04o}"));
+                    }
+                }
+            }
+            _ => {}
+        }
         let (before, after) = generic_order(&element);
         Ok(GenericDevice {
             element,
@@ -2206,7 +2283,52 @@ pub struct Devices {
     pub residue: Element,
 }
 
+/// Calls `$f` on the [`DeviceInfo`] of every device, in libvirt's device
+/// order (`virDomainDeviceInfoIterate`).
+macro_rules! each_info {
+    ($d:expr, $f:expr, $iter:ident $(, $m:tt)?) => {{
+        let d = $d;
+        let mut f = $f;
+        d.disks.$iter().for_each(|x| f(&$($m)? x.info));
+        d.controllers.$iter().for_each(|x| f(&$($m)? x.info));
+        d.leases.$iter().for_each(|x| f(&$($m)? x.info));
+        d.filesystems.$iter().for_each(|x| f(&$($m)? x.info));
+        d.interfaces.$iter().for_each(|x| f(&$($m)? x.info));
+        d.smartcards.$iter().for_each(|x| f(&$($m)? x.info));
+        d.serials.$iter().for_each(|x| f(&$($m)? x.info));
+        d.parallels.$iter().for_each(|x| f(&$($m)? x.info));
+        d.consoles.$iter().for_each(|x| f(&$($m)? x.info));
+        d.channels.$iter().for_each(|x| f(&$($m)? x.info));
+        d.inputs.$iter().for_each(|x| f(&$($m)? x.info));
+        d.tpms.$iter().for_each(|x| f(&$($m)? x.info));
+        d.sounds.$iter().for_each(|x| f(&$($m)? x.info));
+        d.videos.$iter().for_each(|x| f(&$($m)? x.info));
+        d.hostdevs.$iter().for_each(|x| f(&$($m)? x.info));
+        d.redirdevs.$iter().for_each(|x| f(&$($m)? x.info));
+        d.hubs.$iter().for_each(|x| f(&$($m)? x.info));
+        d.watchdogs.$iter().for_each(|x| f(&$($m)? x.info));
+        d.memballoon.$iter().for_each(|x| f(&$($m)? x.info));
+        d.rngs.$iter().for_each(|x| f(&$($m)? x.info));
+        d.nvram.$iter().for_each(|x| f(&$($m)? x.info));
+        d.panics.$iter().for_each(|x| f(&$($m)? x.info));
+        d.shmems.$iter().for_each(|x| f(&$($m)? x.info));
+        d.memories.$iter().for_each(|x| f(&$($m)? x.info));
+        d.iommu.$iter().for_each(|x| f(&$($m)? x.info));
+        d.vsock.$iter().for_each(|x| f(&$($m)? x.info));
+    }};
+}
+
 impl Devices {
+    /// Visits the shared information of every device.
+    pub fn for_each_info(&self, f: impl FnMut(&DeviceInfo)) {
+        each_info!(self, f, iter);
+    }
+
+    /// Visits the shared information of every device, mutably.
+    pub fn for_each_info_mut(&mut self, f: impl FnMut(&mut DeviceInfo)) {
+        each_info!(self, f, iter_mut, mut);
+    }
+
     /// Parses `<devices>`.
     pub fn parse(mut e: Element, opts: ParseOptions) -> Result<Self> {
         let mut d = Devices::default();
@@ -2326,6 +2448,65 @@ mod tests {
         assert_eq!(disk_name_to_index("sdz"), Some(25));
         assert_eq!(disk_name_to_index("sdaa"), Some(26));
         assert_eq!(disk_name_to_index("xyz"), None);
+    }
+
+    fn devices(xml: &str) -> Devices {
+        let e = crate::xml::parse_document(&format!("<devices>{xml}</devices>")).unwrap();
+        Devices::parse(e, ParseOptions { inactive: true }).unwrap()
+    }
+
+    #[test]
+    fn disk_without_source_is_an_empty_file_disk() {
+        let d = devices("<disk type='network' device='cdrom'><target dev='hdc'/></disk>");
+        assert_eq!(d.disks[0].kind, DiskType::File);
+    }
+
+    #[test]
+    fn inactive_parse_drops_image_indexes_and_scales_metadata_cache() {
+        let d = devices(
+            "<disk type='file'><driver name='qemu' type='qcow2'><metadata_cache>             <max_size unit='KiB'>2</max_size></metadata_cache></driver>             <source file='/a' index='3'/>             <backingStore type='file' index='4'><format type='raw'/><source file='/b'/></backingStore>             <target dev='vda'/></disk>",
+        );
+        let disk = &d.disks[0];
+        let out = disk.format().to_xml_string();
+        assert!(!out.contains("index="), "{out}");
+        assert!(
+            out.contains("<max_size unit='bytes'>2048</max_size>"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn filesystem_modes_are_four_digit_octal_and_checked() {
+        let d = devices(
+            "<filesystem type='mount' fmode='644'><source dir='/a'/><target dir='b'/></filesystem>",
+        );
+        assert_eq!(d.filesystems[0].attr("fmode"), Some("0644"));
+        let e = crate::xml::parse_document(
+            "<devices><filesystem fmode='1777'><target dir='b'/></filesystem></devices>",
+        )
+        .unwrap();
+        let err = Devices::parse(e, ParseOptions { inactive: true }).unwrap_err();
+        assert_eq!(err.to_string(), "XML error: invalid fmode: '01777'");
+    }
+
+    #[test]
+    fn subsystem_hostdev_always_says_whether_it_is_managed() {
+        let d = devices("<hostdev mode='subsystem' type='pci'><source/></hostdev>");
+        assert_eq!(d.hostdevs[0].attr("managed"), Some("no"));
+    }
+
+    #[test]
+    fn spice_channels_are_kept_in_libvirt_order() {
+        let d = devices(
+            "<graphics type='spice'><mouse mode='client'/><channel name='inputs' mode='secure'/>             <channel name='main' mode='secure'/></graphics>",
+        );
+        let names: Vec<String> = d.graphics[0]
+            .residue
+            .children
+            .iter()
+            .map(|c| format!("{}{}", c.name, c.get_attr("name").unwrap_or("")))
+            .collect();
+        assert_eq!(names, ["channelmain", "channelinputs", "mouse"]);
     }
 
     #[test]

@@ -1724,3 +1724,56 @@ fn format_clock(c: &Clock) -> Element {
     }
     e
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(xml: &str) -> Domain {
+        crate::parse(xml, ParseOptions { inactive: true }).unwrap()
+    }
+
+    #[test]
+    fn parser_fills_libvirt_defaults_the_formatter_writes() {
+        let d = parse(
+            "<domain type='kvm'><name>a</name><os><type>hvm</type></os>\
+             <cpu><model>qemu64</model></cpu></domain>",
+        );
+        assert_eq!(d.vcpu.placement, Some(Placement::Static));
+        let cpu = d.cpu.unwrap();
+        assert_eq!(cpu.match_, Some(CpuMatch::Exact));
+        assert_eq!(cpu.fallback, Some(CpuFallback::Allow));
+    }
+
+    #[test]
+    fn automatic_numa_placement_makes_vcpu_placement_automatic() {
+        let d = parse(
+            "<domain type='kvm'><name>a</name><os><type>hvm</type></os>\
+             <numatune><memory placement='auto'/></numatune></domain>",
+        );
+        assert_eq!(d.vcpu.placement, Some(Placement::Auto));
+    }
+
+    #[test]
+    fn unexpanded_definition_round_trips_without_invented_values() {
+        let xml = "<domain type='kvm'><name>a</name><memory>1024</memory><os><type>hvm</type></os>\
+             <devices><controller type='usb'/><serial type='pty'/></devices></domain>";
+        let d = parse(xml);
+        let out = crate::format(&d, &FormatOptions::inactive_secure());
+        assert!(!out.contains("currentMemory"), "{out}");
+        assert!(!out.contains("index="), "{out}");
+        assert!(!out.contains("port="), "{out}");
+        assert_eq!(parse(&out), d);
+    }
+
+    #[test]
+    fn unknown_firmware_feature_is_rejected() {
+        let err = crate::parse(
+            "<domain type='kvm'><name>a</name><os firmware='efi'><type>hvm</type>\
+             <firmware><feature enabled='yes' name='bogus'/></firmware></os></domain>",
+            ParseOptions { inactive: true },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("'bogus'"), "{err}");
+    }
+}

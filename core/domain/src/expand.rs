@@ -134,11 +134,13 @@ pub fn expand(def: &mut Domain, ctx: &mut ExpandContext<'_>) -> Result<()> {
     if def.os.boot.is_empty() && !has_device_boot(def) && def.os.os_type == "hvm" {
         def.os.boot.push(BootDev::Hd);
     }
+    graphics_post_parse(def);
     add_implicit_devices(def, caps, &arch, &machine)?;
     video_post_parse(def, caps, &arch, &machine);
 
     // qemuDomainAssignAddresses
-    assign_virtio_serial_addresses(def);
+    assign_virtio_serial_addresses(def)?;
+    assign_spapr_vio_addresses(def, &machine)?;
     assign_pci_addresses(def, caps, &machine)?;
     Ok(())
 }
@@ -676,8 +678,26 @@ fn device_post_parse(
             drv.format = Some("raw".into());
         }
         set_encryption_engine(&mut disk.residue);
+        backing_chain_post_parse(&mut disk.residue);
+        // a CD-ROM is always read-only (virDomainDiskDefPostParse)
+        if disk.device == DiskDevice::Cdrom {
+            disk.readonly = true;
+        }
+        // vhost-user disks cannot be snapshotted; for read-only disks
+        // 'no' is implied and never written (see Disk::parse)
+        if disk.readonly && disk.residue.get_attr("snapshot") == Some("no") {
+            disk.residue.take_attr("snapshot");
+        } else if disk.residue.get_attr("snapshot").is_none()
+            && !disk.readonly
+            && disk.kind == DiskType::VhostUser
+        {
+            disk.residue.push_attr("snapshot", "no");
+        }
         if let Some(src) = &mut disk.source {
             set_encryption_engine(&mut src.residue);
+            if disk.kind == DiskType::Nvme && src.residue.get_attr("managed").is_none() {
+                src.residue.push_attr("managed", "yes");
+            }
             if let Some(proto) = src.protocol.clone() {
                 for h in &mut src.hosts {
                     let tcp = matches!(h.transport.as_deref(), None | Some("tcp"));
@@ -688,7 +708,11 @@ fn device_post_parse(
             }
         }
         if disk.target.bus.is_none() {
-            disk.target.bus = Some(default_disk_bus(&disk.target.dev));
+            disk.target.bus = Some(if disk.device == DiskDevice::Floppy {
+                DiskBus::Fdc
+            } else {
+                default_disk_bus(&disk.target.dev)
+            });
         }
         if disk.info.address.is_none() {
             if let Some(a) = disk_drive_address(disk)? {
@@ -730,14 +754,35 @@ fn device_post_parse(
             _ => {}
         }
     }
+    let hvm = def.os.os_type == "hvm";
     for i in &mut def.devices.inputs {
         if i.bus.is_none() {
+            // libvirt's parser defaults (virDomainInputDefParseXML)
             i.bus = Some(match i.kind {
-                InputType::Tablet => InputBus::Usb,
-                InputType::Passthrough | InputType::Evdev => InputBus::Virtio,
-                _ if x86 => InputBus::Ps2,
+                _ if !hvm => InputBus::None,
+                InputType::Mouse | InputType::Keyboard if x86 => InputBus::Ps2,
+                _ if matches!(arch, "s390" | "s390x") => InputBus::Virtio,
+                InputType::Passthrough => InputBus::Virtio,
+                InputType::Evdev => InputBus::None,
                 _ => InputBus::Usb,
             });
+        }
+    }
+    for fs in &mut def.devices.filesystems {
+        // virDomainFSDefPostParse: passthrough unless vhost-user (socket)
+        let socket = fs
+            .child("source")
+            .is_some_and(|s| s.get_attr("socket").is_some());
+        if fs.attr("accessmode").is_none() && !socket {
+            fs.set_attr("accessmode", "passthrough");
+        }
+    }
+    for rng in &mut def.devices.rngs {
+        // virDomainRNGDefPostParse: the random backend reads /dev/random
+        if let Some(b) = rng.residue.children.iter_mut().find(|c| c.is("backend")) {
+            if b.get_attr("model") == Some("random") && b.trimmed_text().is_none() {
+                b.text = Some("/dev/random".into());
+            }
         }
     }
     for v in &mut def.devices.videos {
@@ -774,6 +819,17 @@ fn default_port(protocol: &str) -> Option<u32> {
         "vxhs" => 9999,
         _ => return None,
     })
+}
+
+/// Backing chain members given in the XML (`<backingStore>`): their
+/// sources get the same defaults as the top image (encryption engine).
+fn backing_chain_post_parse(e: &mut crate::xml::Element) {
+    for b in e.children.iter_mut().filter(|c| c.is("backingStore")) {
+        for s in b.children.iter_mut().filter(|c| c.is("source")) {
+            set_encryption_engine(s);
+        }
+        backing_chain_post_parse(b);
+    }
 }
 
 fn set_encryption_engine(e: &mut crate::xml::Element) {
@@ -934,12 +990,8 @@ fn add_implicit_devices(
     }
     // video for graphics
     if !def.devices.graphics.is_empty() && def.devices.videos.is_empty() {
-        let only_nonvideo = def
-            .devices
-            .graphics
-            .iter()
-            .all(|g| matches!(g.kind, GraphicsType::EglHeadless));
-        if !only_nonvideo {
+        // virDomainDefAddImplicitVideo: any graphics, egl-headless included
+        {
             let mut v = Video {
                 kind: None,
                 ram: None,
@@ -985,59 +1037,222 @@ fn video_post_parse(def: &mut Domain, caps: &QemuCaps, arch: &str, machine: &str
     }
 }
 
-fn assign_virtio_serial_addresses(def: &mut Domain) {
-    let mut used: Vec<(u32, u32, u32)> = Vec::new();
-    let devs = def
+/// Ports of a virtio-serial controller without `ports=` (QEMU's default).
+const VIRTIO_SERIAL_PORTS: u32 = 31;
+
+/// virtio-serial ports (`qemuDomainAssignVirtioSerialAddresses`): channels
+/// take the first free port from 1 up, on the controller they name or the
+/// first with room (adding a controller when all are full). Consoles get
+/// no address: libvirt computes one and then drops it, port 0 belonging to
+/// the first virtconsole implicitly.
+fn assign_virtio_serial_addresses(def: &mut Domain) -> Result<()> {
+    // (controller index, ports, used ports)
+    let mut ctrls: Vec<(u32, u32, Vec<bool>)> = def
         .devices
-        .channels
+        .controllers
         .iter()
-        .chain(def.devices.consoles.iter());
-    for d in devs {
+        .filter(|c| c.kind == ControllerType::VirtioSerial)
+        .map(|c| {
+            let n = c.ports.unwrap_or(VIRTIO_SERIAL_PORTS);
+            (c.idx(), n, vec![false; n as usize])
+        })
+        .collect();
+    let mut err = None;
+    def.devices.for_each_info(|info| {
         if let Some(Address::VirtioSerial {
-            controller,
-            bus,
-            port,
-        }) = &d.info.address
+            controller, port, ..
+        }) = info.address
         {
-            if *port != 0 {
-                used.push((*controller, *bus, *port));
+            if port == 0 || err.is_some() {
+                return;
+            }
+            err = reserve_vs_port(&mut ctrls, controller, port).err();
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    for i in 0..def.devices.channels.len() {
+        let ch = &def.devices.channels[i];
+        if ch.target.kind.as_deref() != Some("virtio") {
+            continue;
+        }
+        let (controller, port) = match ch.info.address {
+            Some(Address::VirtioSerial { port, .. }) if port != 0 => continue,
+            Some(Address::VirtioSerial { controller, .. }) => {
+                let free = ctrls
+                    .iter()
+                    .find(|c| c.0 == controller)
+                    .ok_or_else(|| {
+                        Error::Internal(format!(
+                            "virtio-serial controller {controller} not available"
+                        ))
+                    })?
+                    .2
+                    .iter()
+                    .skip(1)
+                    .position(|u| !u)
+                    .ok_or_else(|| {
+                        Error::xml(format!(
+                            "Unable to find a free port on virtio-serial controller {controller}"
+                        ))
+                    })?;
+                (controller, free as u32 + 1)
+            }
+            None => match ctrls.iter().find_map(|c| {
+                c.2.iter()
+                    .skip(1)
+                    .position(|u| !u)
+                    .map(|p| (c.0, p as u32 + 1))
+            }) {
+                Some(found) => found,
+                None => {
+                    let idx = unused_index(def, ControllerType::VirtioSerial);
+                    add_controller(
+                        def,
+                        Controller::new(ControllerType::VirtioSerial, idx, None),
+                    );
+                    let n = VIRTIO_SERIAL_PORTS;
+                    ctrls.push((idx, n, vec![false; n as usize]));
+                    (idx, 1)
+                }
+            },
+            Some(_) => continue,
+        };
+        reserve_vs_port(&mut ctrls, controller, port)?;
+        def.devices.channels[i].info.address = Some(Address::VirtioSerial {
+            controller,
+            bus: 0,
+            port,
+        });
+    }
+    Ok(())
+}
+
+fn reserve_vs_port(ctrls: &mut [(u32, u32, Vec<bool>)], controller: u32, port: u32) -> Result<()> {
+    let c = ctrls
+        .iter_mut()
+        .find(|c| c.0 == controller)
+        .ok_or_else(|| Error::xml(format!("virtio serial controller {controller} is missing")))?;
+    let slot = c.2.get_mut(port as usize).ok_or_else(|| {
+        Error::xml(format!(
+            "virtio serial controller {controller} does not have port {port}"
+        ))
+    })?;
+    if *slot {
+        return Err(Error::xml(format!(
+            "virtio serial port {port} on controller {controller} is already occupied"
+        )));
+    }
+    *slot = true;
+    Ok(())
+}
+
+/// libvirt's `virDomainDefPostParseGraphics`: SPICE with an address listen,
+/// no ports and no autoport listens nowhere, which is `<listen type='none'/>`.
+fn graphics_post_parse(def: &mut Domain) {
+    for g in &mut def.devices.graphics {
+        if g.kind != GraphicsType::Spice || g.port != 0 || g.tls_port != 0 || g.autoport {
+            continue;
+        }
+        if let Some(l) = g.listens.first_mut() {
+            if l.kind == ListenType::Address {
+                l.kind = ListenType::None;
+                l.address = None;
             }
         }
     }
-    let assign = |d: &mut ChrDevice, used: &mut Vec<(u32, u32, u32)>| {
-        if d.target.kind.as_deref() != Some("virtio") {
-            return;
+}
+
+/// Default `reg` of each spapr-vio device class (QEMU's defaults).
+const VIO_ADDR_NET: u64 = 0x1000;
+const VIO_ADDR_SCSI: u64 = 0x2000;
+const VIO_ADDR_SERIAL: u64 = 0x3000_0000;
+const VIO_ADDR_NVRAM: u64 = 0x3000;
+const VIO_ADDR_TPM: u64 = 0x4000;
+
+/// Gives spapr-vio devices a `reg` (`qemuDomainAssignSpaprVIOAddresses`):
+/// the class default, moved up by 0x1000 past registers already in use.
+fn assign_spapr_vio_addresses(def: &mut Domain, machine: &str) -> Result<()> {
+    let pseries = machine.starts_with("pseries");
+    // which devices sit on the spapr-vio bus
+    for n in &mut def.devices.interfaces {
+        if n.model.as_deref() == Some("spapr-vlan") {
+            make_spapr_vio(&mut n.info.address);
         }
-        let (controller, bus) = match &d.info.address {
-            Some(Address::VirtioSerial { port, .. }) if *port != 0 => return,
-            Some(Address::VirtioSerial {
-                controller, bus, ..
-            }) => (*controller, *bus),
-            None => (0, 0),
-            _ => return,
-        };
-        // virtconsoles start at port 0, channels at 1
-        let start = if d.device == ChrDeviceKind::Console {
-            0
-        } else {
-            1
-        };
-        let mut port = start;
-        while used.contains(&(controller, bus, port)) {
-            port += 1;
-        }
-        used.push((controller, bus, port));
-        d.info.address = Some(Address::VirtioSerial {
-            controller,
-            bus,
-            port,
-        });
-    };
-    for c in &mut def.devices.consoles {
-        assign(c, &mut used);
     }
-    for c in &mut def.devices.channels {
-        assign(c, &mut used);
+    for c in &mut def.devices.controllers {
+        if c.kind == ControllerType::Scsi && c.scsi_model() == Some(ScsiModel::Ibmvscsi) {
+            make_spapr_vio(&mut c.info.address);
+        }
+    }
+    for s in &mut def.devices.serials {
+        if s.target.kind.as_deref() == Some("spapr-vio-serial") {
+            make_spapr_vio(&mut s.info.address);
+        }
+    }
+    if pseries {
+        if let Some(n) = &mut def.devices.nvram {
+            make_spapr_vio(&mut n.info.address);
+        }
+        for t in &mut def.devices.tpms {
+            if t.attr("model") != Some("spapr-tpm-proxy") {
+                make_spapr_vio(&mut t.info.address);
+            }
+        }
+    }
+    let mut used: Vec<u64> = Vec::new();
+    def.devices.for_each_info(|i| {
+        if let Some(Address::SpaprVio { reg: Some(r) }) = i.address {
+            used.push(r);
+        }
+    });
+    let mut assign = |info: &mut crate::address::DeviceInfo, default: u64| -> Result<()> {
+        let Some(Address::SpaprVio { reg }) = &mut info.address else {
+            return Ok(());
+        };
+        match reg {
+            Some(r) => {
+                if used.iter().filter(|u| *u == r).count() > 1 {
+                    return Err(Error::xml(format!(
+                        "spapr-vio address {r:#x} already in use"
+                    )));
+                }
+            }
+            None => {
+                let mut r = default;
+                while used.contains(&r) {
+                    r += 0x1000;
+                }
+                used.push(r);
+                *reg = Some(r);
+            }
+        }
+        Ok(())
+    };
+    let d = &mut def.devices;
+    for n in &mut d.interfaces {
+        assign(&mut n.info, VIO_ADDR_NET)?;
+    }
+    for c in &mut d.controllers {
+        assign(&mut c.info, VIO_ADDR_SCSI)?;
+    }
+    for s in &mut d.serials {
+        assign(&mut s.info, VIO_ADDR_SERIAL)?;
+    }
+    if let Some(n) = &mut d.nvram {
+        assign(&mut n.info, VIO_ADDR_NVRAM)?;
+    }
+    for t in &mut d.tpms {
+        assign(&mut t.info, VIO_ADDR_TPM)?;
+    }
+    Ok(())
+}
+
+/// Turns an address into a spapr-vio one, keeping a `reg` already given.
+fn make_spapr_vio(a: &mut Option<Address>) {
+    if !matches!(a, Some(Address::SpaprVio { .. })) {
+        *a = Some(Address::SpaprVio { reg: None });
     }
 }
 
@@ -1046,5 +1261,243 @@ pub fn pci_of(a: &Option<Address>) -> Option<PciAddress> {
     match a {
         Some(Address::Pci(PciDeviceAddress { addr, .. })) if !addr.is_empty() => Some(*addr),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse, ParseOptions};
+
+    fn caps() -> QemuCaps {
+        let mut c = QemuCaps::new("/usr/bin/qemu-system-x86_64");
+        c.arch = "x86_64".into();
+        for f in [
+            Flag::Kvm,
+            Flag::Tcg,
+            Flag::VirtioPciTransitional,
+            Flag::DevicePciePciBridge,
+            Flag::DeviceQemuXhci,
+        ] {
+            c.set(f);
+        }
+        c
+    }
+
+    fn expanded(devices: &str, machine: &str) -> Result<Domain> {
+        let xml = format!(
+            "<domain type='kvm'><name>t</name><memory>1024</memory>\
+             <os><type arch='x86_64' machine='{machine}'>hvm</type></os>\
+             <devices>{devices}</devices></domain>"
+        );
+        let mut def = parse(&xml, ParseOptions { inactive: true })?;
+        let caps = caps();
+        let mut random = |b: &mut [u8]| b.fill(0);
+        let mut ctx = ExpandContext {
+            caps: Some(&caps),
+            default_emulator: "/usr/bin/qemu-system-x86_64".into(),
+            nvram_dir: "/nvram".into(),
+            vnc_allow_host_audio: false,
+            nographics_allow_host_audio: false,
+            audio_env: None,
+            sdl_audio_env: None,
+            random: &mut random,
+        };
+        expand(&mut def, &mut ctx)?;
+        Ok(def)
+    }
+
+    fn pci_models(def: &Domain) -> Vec<(u32, Option<PciModel>)> {
+        def.devices
+            .controllers
+            .iter()
+            .filter(|c| c.kind == ControllerType::Pci)
+            .map(|c| (c.idx(), c.pci_model()))
+            .collect()
+    }
+
+    #[test]
+    fn legacy_pci_device_on_q35_gets_a_root_port_and_pcie_to_pci_bridge() {
+        let def = expanded(
+            "<disk type='file' model='virtio-transitional'><source file='/a'/><target dev='vda'/></disk>\
+             <controller type='usb' model='none'/><memballoon model='none'/>",
+            "pc-q35-8.0",
+        )
+        .unwrap();
+        assert_eq!(
+            pci_models(&def),
+            vec![
+                (0, Some(PciModel::PcieRoot)),
+                (1, Some(PciModel::PcieRootPort)),
+                (2, Some(PciModel::PcieToPciBridge)),
+                (3, Some(PciModel::PcieRootPort)),
+            ]
+        );
+        assert_eq!(
+            def.devices.disks[0].info.pci(),
+            Some(PciAddress::new(2, 1, 0))
+        );
+    }
+
+    #[test]
+    fn pcie_devices_skip_legacy_pci_bridges() {
+        let def = expanded(
+            "<controller type='pci' model='pcie-root'/>\
+             <controller type='pci' model='dmi-to-pci-bridge'/>\
+             <controller type='pci' model='pci-bridge'/>\
+             <controller type='pci' model='pcie-root-port'/>\
+             <disk type='file'><source file='/a'/><target dev='vda'/></disk>\
+             <controller type='usb' model='none'/><memballoon model='none'/>",
+            "pc-q35-8.0",
+        )
+        .unwrap();
+        assert_eq!(
+            def.devices.disks[0].info.pci(),
+            Some(PciAddress::new(3, 0, 0))
+        );
+    }
+
+    #[test]
+    fn controllers_added_by_expansion_come_after_parsed_ones() {
+        let def = expanded(
+            "<controller type='pci' index='0' model='pcie-root'/>\
+             <controller type='usb' model='none'/>\
+             <interface type='user'><model type='virtio'/></interface>\
+             <memballoon model='none'/>",
+            "pc-q35-8.0",
+        )
+        .unwrap();
+        let kinds: Vec<ControllerType> = def.devices.controllers.iter().map(|c| c.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ControllerType::Pci,
+                ControllerType::Usb,
+                ControllerType::Sata,
+                ControllerType::Pci,
+                ControllerType::Pci,
+            ]
+        );
+    }
+
+    #[test]
+    fn ibmvscsi_controller_gets_the_next_free_spapr_vio_register() {
+        let def = expanded(
+            "<controller type='scsi' index='0' model='ibmvscsi'/>\
+             <controller type='scsi' index='1' model='ibmvscsi'/>\
+             <memballoon model='none'/>",
+            "pc-i440fx-8.0",
+        )
+        .unwrap();
+        let regs: Vec<Option<Address>> = def
+            .devices
+            .controllers
+            .iter()
+            .filter(|c| c.kind == ControllerType::Scsi)
+            .map(|c| c.info.address.clone())
+            .collect();
+        assert_eq!(
+            regs,
+            vec![
+                Some(Address::SpaprVio { reg: Some(0x2000) }),
+                Some(Address::SpaprVio { reg: Some(0x3000) }),
+            ]
+        );
+    }
+
+    #[test]
+    fn memory_total_comes_from_numa_cells_and_balloon_follows_it() {
+        let xml = "<domain type='kvm'><name>t</name>\
+             <os><type arch='x86_64' machine='pc'>hvm</type></os>\
+             <cpu><numa><cell cpus='0' memory='512'/><cell cpus='0' memory='256'/></numa></cpu>\
+             </domain>";
+        let mut def = parse(xml, ParseOptions { inactive: true }).unwrap();
+        post_parse_memory(&mut def).unwrap();
+        assert_eq!(def.memory.total_kib, 768);
+        assert_eq!(def.memory.current_kib, Some(768));
+    }
+
+    #[test]
+    fn memory_without_size_is_rejected() {
+        let xml = "<domain type='kvm'><name>t</name><os><type>hvm</type></os></domain>";
+        let mut def = parse(xml, ParseOptions { inactive: true }).unwrap();
+        let err = post_parse_memory(&mut def).unwrap_err();
+        assert!(err.to_string().contains("Memory size must be specified"));
+    }
+
+    #[test]
+    fn enrolled_keys_imply_secure_boot() {
+        let xml = "<domain type='kvm'><name>t</name><memory>1</memory><os firmware='efi'>\
+             <type>hvm</type><firmware><feature enabled='yes' name='enrolled-keys'/></firmware>\
+             </os></domain>";
+        let mut def = parse(xml, ParseOptions { inactive: true }).unwrap();
+        post_parse_os(&mut def).unwrap();
+        let names: Vec<&str> = def
+            .os
+            .firmware_features
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(names, ["enrolled-keys", "secure-boot"]);
+    }
+
+    #[test]
+    fn virtio_consoles_get_no_address_and_channels_start_at_port_one() {
+        let def = expanded(
+            "<console type='pty'><target type='virtio'/></console>\
+             <channel type='pty'><target type='virtio' name='a'/></channel>\
+             <channel type='pty'><target type='virtio' name='b'/>\
+             <address type='virtio-serial' controller='0' bus='0' port='1'/></channel>",
+            "pc-i440fx-8.0",
+        )
+        .unwrap();
+        assert_eq!(def.devices.consoles[0].info.address, None);
+        assert_eq!(
+            def.devices.channels[0].info.address,
+            Some(Address::VirtioSerial {
+                controller: 0,
+                bus: 0,
+                port: 2
+            })
+        );
+    }
+
+    #[test]
+    fn occupied_virtio_serial_port_is_rejected() {
+        let err = expanded(
+            "<channel type='pty'><target type='virtio' name='a'/>\
+             <address type='virtio-serial' controller='0' bus='0' port='1'/></channel>\
+             <channel type='pty'><target type='virtio' name='b'/>\
+             <address type='virtio-serial' controller='0' bus='0' port='1'/></channel>",
+            "pc-i440fx-8.0",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "XML error: virtio serial port 1 on controller 0 is already occupied"
+        );
+    }
+
+    #[test]
+    fn spice_without_ports_or_autoport_listens_nowhere() {
+        let def = expanded("<graphics type='spice'/>", "pc-i440fx-8.0").unwrap();
+        assert_eq!(def.devices.graphics[0].listens[0].kind, ListenType::None);
+        // and, like any graphics, it implies a video device
+        assert_eq!(def.devices.videos.len(), 1);
+    }
+
+    #[test]
+    fn evdev_input_has_no_bus_and_filesystem_defaults_to_passthrough() {
+        let def = expanded(
+            "<input type='evdev'><source dev='/dev/input/event1'/></input>\
+             <filesystem type='mount'><source dir='/a'/><target dir='b'/></filesystem>",
+            "pc-i440fx-8.0",
+        )
+        .unwrap();
+        assert_eq!(def.devices.inputs[0].bus, Some(InputBus::None));
+        assert_eq!(
+            def.devices.filesystems[0].attr("accessmode"),
+            Some("passthrough")
+        );
     }
 }

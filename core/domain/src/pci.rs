@@ -33,6 +33,8 @@ struct Flags {
     conn: Conn,
     /// Ordinary device placed automatically (needs an auto-assign bus).
     auto: bool,
+    /// Integrated device: only on the root bus (`VIR_PCI_CONNECT_INTEGRATED`).
+    integrated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +44,9 @@ struct Bus {
     max: u32,
     funcs: [u8; 32],
     aggregate: [bool; 32],
+    /// A root port the dry run added only to hold a new pcie-to-pci-bridge:
+    /// it takes nothing else (libvirt narrows the bus flags the same way).
+    bridge_only: bool,
 }
 
 impl Bus {
@@ -60,49 +65,81 @@ impl Bus {
             max,
             funcs: [0; 32],
             aggregate: [false; 32],
+            bridge_only: false,
         }
     }
 
-    fn accepts(&self, f: Flags) -> bool {
+    /// Whether auto-assigned devices may be placed on this bus
+    /// (libvirt's `VIR_PCI_CONNECT_AUTOASSIGN` bus flag).
+    fn autoassign(&self) -> bool {
+        !self.bridge_only
+            && matches!(
+                self.model,
+                PciModel::PciRoot
+                    | PciModel::PciBridge
+                    | PciModel::PciExpanderBus
+                    | PciModel::PcieToPciBridge
+                    | PciModel::PcieRootPort
+                    | PciModel::PcieSwitchDownstreamPort
+            )
+    }
+
+    /// The connection types plugged *into* this bus
+    /// (`virDomainPCIAddressBusSetModel`).
+    fn takes(&self, c: Conn) -> bool {
         use Conn::*;
-        match self.model {
-            PciModel::PciRoot | PciModel::PciExpanderBus => {
-                matches!(f.conn, PciDev | PcieDev | PciBridge | PciExpander)
-            }
-            PciModel::PciBridge | PciModel::PcieToPciBridge => {
-                matches!(f.conn, PciDev | PcieDev | PciBridge)
-                    && !(self.model == PciModel::PcieToPciBridge && f.conn == PcieDev)
-            }
-            PciModel::PcieRoot => {
-                !f.auto && matches!(f.conn, PcieDev | RootPort | DmiToPci | PcieExpander)
-            }
-            PciModel::DmiToPciBridge => !f.auto && matches!(f.conn, PciDev | PciBridge),
-            PciModel::PcieRootPort | PciModel::PcieSwitchDownstreamPort => {
-                matches!(f.conn, PcieDev | SwitchUp | PcieToPci)
-            }
-            PciModel::PcieSwitchUpstreamPort => f.conn == SwitchDown,
-            PciModel::PcieExpanderBus => matches!(f.conn, RootPort | DmiToPci),
+        if self.bridge_only {
+            return c == PcieToPci;
         }
+        match self.model {
+            PciModel::PciRoot => matches!(c, PciDev | PciBridge | PciExpander),
+            PciModel::PciBridge
+            | PciModel::PciExpanderBus
+            | PciModel::DmiToPciBridge
+            | PciModel::PcieToPciBridge => matches!(c, PciDev | PciBridge),
+            PciModel::PcieRoot => matches!(c, PcieDev | RootPort | DmiToPci | PcieExpander),
+            PciModel::PcieRootPort | PciModel::PcieSwitchDownstreamPort => {
+                matches!(c, PcieDev | SwitchUp | PcieToPci)
+            }
+            PciModel::PcieSwitchUpstreamPort => c == SwitchDown,
+            PciModel::PcieExpanderBus => matches!(c, RootPort | DmiToPci),
+        }
+    }
+
+    /// libvirt's `virDomainPCIAddressFlagsCompatible` for an address the
+    /// assigner picks (not one from the configuration).
+    fn accepts(&self, index: usize, f: Flags) -> bool {
+        let mut autoassign = self.autoassign();
+        if f.integrated {
+            // integrated devices sit on the root bus, which then allows them
+            if index != 0 {
+                return false;
+            }
+            autoassign = true;
+        }
+        if f.auto && !autoassign {
+            return false;
+        }
+        self.takes(f.conn)
     }
 }
 
 struct AddrSet {
     buses: Vec<Option<Bus>>,
     dry_run: bool,
-    pcie: bool,
     pcie_to_pci: bool,
 }
 
 impl AddrSet {
     fn reserve(&mut self, a: PciAddress, aggregate: bool) {
         if let Some(Some(b)) = self.buses.get_mut(a.bus as usize) {
-            if let Some(f) = b.funcs.get_mut(a.slot as usize) {
-                *f |= 1 << (a.function & 7);
-            }
-            if aggregate {
-                if let Some(x) = b.aggregate.get_mut(a.slot as usize) {
+            let slot = a.slot as usize;
+            if let (Some(f), Some(x)) = (b.funcs.get_mut(slot), b.aggregate.get_mut(slot)) {
+                // the first device on a slot decides whether it aggregates
+                if *f == 0 && aggregate {
                     *x = true;
                 }
+                *f |= 1 << (a.function & 7);
             }
         }
     }
@@ -114,8 +151,8 @@ impl AddrSet {
         }
     }
 
-    fn find_on_bus(b: &Bus, f: Flags, function: Option<u32>) -> Option<(u32, u32)> {
-        if !b.accepts(f) {
+    fn find_on_bus(b: &Bus, index: usize, f: Flags, function: Option<u32>) -> Option<(u32, u32)> {
+        if !b.accepts(index, f) {
             return None;
         }
         let want_fn = function.unwrap_or(0);
@@ -140,7 +177,7 @@ impl AddrSet {
     fn next(&mut self, f: Flags, function: Option<u32>) -> Result<PciAddress> {
         for (i, b) in self.buses.iter().enumerate() {
             if let Some(b) = b {
-                if let Some((slot, func)) = Self::find_on_bus(b, f, function) {
+                if let Some((slot, func)) = Self::find_on_bus(b, i, f, function) {
                     return Ok(PciAddress::new(i as u32, slot, func));
                 }
             }
@@ -151,43 +188,55 @@ impl AddrSet {
         Err(Error::Internal("No more available PCI slots".into()))
     }
 
+    /// Adds the bus(es) a device needs when no existing bus has room
+    /// (libvirt's `virDomainPCIAddressSetGrow`); returns the device's address
+    /// on the first slot of the new bus.
     fn grow(&mut self, f: Flags) -> Result<PciAddress> {
-        match f.conn {
-            Conn::PciDev if !self.pcie => {
-                self.buses.push(Some(Bus::new(PciModel::PciBridge)));
+        let model = match f.conn {
+            Conn::PciDev => PciModel::PciBridge,
+            Conn::PcieDev | Conn::SwitchUp => PciModel::PcieRootPort,
+            other => {
+                return Err(Error::Internal(match controller_model_of(other) {
+                    Some(m) => format!(
+                        "a PCI slot is needed to connect a PCI controller model='{}', but none is available, and it cannot be automatically added",
+                        m.as_str()
+                    ),
+                    None => "Cannot automatically add a new PCI bus for a device".into(),
+                }))
             }
-            Conn::PciDev => {
-                let has_bridge = self.buses.iter().flatten().any(|b| {
-                    matches!(b.model, PciModel::PciBridge | PciModel::PcieToPciBridge | PciModel::DmiToPciBridge)
-                });
-                if has_bridge {
-                    self.buses.push(Some(Bus::new(PciModel::PciBridge)));
-                } else if self.pcie_to_pci {
-                    self.buses.push(Some(Bus::new(PciModel::PcieToPciBridge)));
-                } else {
-                    self.buses.push(Some(Bus::new(PciModel::DmiToPciBridge)));
-                    self.buses.push(Some(Bus::new(PciModel::PciBridge)));
-                }
+        };
+        if model == PciModel::PciBridge {
+            // a pure PCIe topology first needs a way down to legacy PCI:
+            // pcie-root-port + pcie-to-pci-bridge, or dmi-to-pci-bridge +
+            // pci-bridge when QEMU lacks the former
+            let bridge_slot = self
+                .buses
+                .iter()
+                .flatten()
+                .any(|b| b.takes(Conn::PciBridge));
+            if !bridge_slot && self.pcie_to_pci {
+                let mut port = Bus::new(PciModel::PcieRootPort);
+                port.bridge_only = true;
+                self.buses.push(Some(port));
+                self.buses.push(Some(Bus::new(PciModel::PcieToPciBridge)));
+                return Ok(self.first_slot_of_last());
             }
-            Conn::PcieDev | Conn::SwitchUp | Conn::PcieToPci => {
-                self.buses.push(Some(Bus::new(PciModel::PcieRootPort)));
-            }
-            Conn::PciBridge if !self.pcie => {
-                self.buses.push(Some(Bus::new(PciModel::PciBridge)));
-            }
-            _ => {
-                return Err(Error::Internal(
-                    "a PCI slot is needed to connect a PCI controller, but none is available, and it cannot be automatically added".into(),
-                ))
+            if !bridge_slot {
+                self.buses.push(Some(Bus::new(PciModel::DmiToPciBridge)));
             }
         }
-        let bus = (self.buses.len() - 1) as u32;
+        self.buses.push(Some(Bus::new(model)));
+        Ok(self.first_slot_of_last())
+    }
+
+    fn first_slot_of_last(&self) -> PciAddress {
+        let bus = self.buses.len().saturating_sub(1);
         let min = self
             .buses
             .last()
             .and_then(|b| b.as_ref())
             .map_or(1, |b| b.min);
-        Ok(PciAddress::new(bus, min, 0))
+        PciAddress::new(bus as u32, min, 0)
     }
 
     fn assign(&mut self, info: &mut DeviceInfo, f: Flags) -> Result<()> {
@@ -210,6 +259,21 @@ impl AddrSet {
 
 fn wants(info: &DeviceInfo) -> bool {
     info.wants_pci()
+}
+
+/// The controller model plugged in with connection type `c`, if any.
+fn controller_model_of(c: Conn) -> Option<PciModel> {
+    Some(match c {
+        Conn::PciBridge => PciModel::PciBridge,
+        Conn::DmiToPci => PciModel::DmiToPciBridge,
+        Conn::PcieToPci => PciModel::PcieToPciBridge,
+        Conn::RootPort => PciModel::PcieRootPort,
+        Conn::SwitchUp => PciModel::PcieSwitchUpstreamPort,
+        Conn::SwitchDown => PciModel::PcieSwitchDownstreamPort,
+        Conn::PciExpander => PciModel::PciExpanderBus,
+        Conn::PcieExpander => PciModel::PcieExpanderBus,
+        Conn::PciDev | Conn::PcieDev => return None,
+    })
 }
 
 fn controller_conn(m: PciModel) -> Option<Conn> {
@@ -350,6 +414,7 @@ fn primary_video(def: &mut Domain, set: &mut AddrSet, slot: u32) -> Result<()> {
         let f = Flags {
             conn: Conn::PciDev,
             auto: true,
+            integrated: false,
         };
         set.assign(&mut v.info, f)?;
     } else {
@@ -408,7 +473,14 @@ fn device_slots(def: &mut Domain, set: &mut AddrSet, ctx: &Ctx) -> Result<()> {
         let Some(conn) = c.pci_model().and_then(controller_conn) else {
             continue;
         };
-        set.assign(&mut c.info, Flags { conn, auto: false })?;
+        set.assign(
+            &mut c.info,
+            Flags {
+                conn,
+                auto: false,
+                integrated: false,
+            },
+        )?;
     }
     for fs in d.filesystems.iter_mut() {
         if wants(&fs.info) {
@@ -593,8 +665,8 @@ fn device_slots(def: &mut Domain, set: &mut AddrSet, ctx: &Ctx) -> Result<()> {
         if io.attr("model") == Some("virtio") && wants(&io.info) {
             // integrated device: on the root bus, never behind a port
             let f = Flags {
-                conn: ctx.virtio.conn,
-                auto: false,
+                integrated: true,
+                ..ctx.virtio
             };
             set.assign(&mut io.info, f)?;
         }
@@ -613,7 +685,7 @@ fn device_slots(def: &mut Domain, set: &mut AddrSet, ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn new_set(def: &Domain, nbuses: usize, dry_run: bool, caps: &QemuCaps, machine: &str) -> AddrSet {
+fn new_set(def: &Domain, nbuses: usize, dry_run: bool, caps: &QemuCaps) -> AddrSet {
     let mut buses: Vec<Option<Bus>> = vec![None; nbuses];
     for c in &def.devices.controllers {
         if c.kind != ControllerType::Pci {
@@ -626,7 +698,6 @@ fn new_set(def: &Domain, nbuses: usize, dry_run: bool, caps: &QemuCaps, machine:
     AddrSet {
         buses,
         dry_run,
-        pcie: is_q35(machine),
         pcie_to_pci: caps.has(Flag::DevicePciePciBridge),
     }
 }
@@ -657,30 +728,37 @@ pub fn assign_pci_addresses(def: &mut Domain, caps: &QemuCaps, machine: &str) ->
         .max()
         .unwrap_or(-1);
     let nbuses = (max_idx + 1) as usize;
-    let pcie_machine = is_q35(machine);
+    // devices are PCIe when the root bus is (qemuDomainHasPCIeRoot)
+    let pcie_machine = def.devices.controllers.iter().any(|c| {
+        c.kind == ControllerType::Pci && c.idx() == 0 && c.pci_model() == Some(PciModel::PcieRoot)
+    });
     let pci = Flags {
         conn: Conn::PciDev,
         auto: true,
+        integrated: false,
     };
     let pcie = if pcie_machine {
         Flags {
             conn: Conn::PcieDev,
             auto: true,
+            integrated: false,
         }
     } else {
         pci
     };
-    let ctx = Ctx {
-        pci,
-        pcie,
-        virtio: pcie,
+    // virtio devices are PCIe only when QEMU has the (non-)transitional models
+    let virtio = if caps.has(Flag::VirtioPciTransitional) {
+        pcie
+    } else {
+        pci
     };
+    let ctx = Ctx { pci, pcie, virtio };
     if nbuses == 0 {
         return Ok(());
     }
     // pass 1: dry run on a copy, growing the topology
     let mut copy = def.clone();
-    let mut set = new_set(&copy, nbuses, true, caps, machine);
+    let mut set = new_set(&copy, nbuses, true, caps);
     collect(&copy, &mut set);
     chipset_slots(&mut copy, &mut set, machine)?;
     let has_pci_root = set
@@ -726,7 +804,14 @@ pub fn assign_pci_addresses(def: &mut Domain, caps: &QemuCaps, machine: &str) ->
                 );
                 add_controller(def, c);
                 if let Some(conn) = controller_conn(model) {
-                    let a = set.next(Flags { conn, auto: false }, None)?;
+                    let a = set.next(
+                        Flags {
+                            conn,
+                            auto: false,
+                            integrated: false,
+                        },
+                        None,
+                    )?;
                     set.reserve(a, conn == Conn::RootPort);
                 }
             }
@@ -735,7 +820,7 @@ pub fn assign_pci_addresses(def: &mut Domain, caps: &QemuCaps, machine: &str) ->
     }
     let nbuses = set.buses.len();
     // pass 2: the real assignment
-    let mut set = new_set(def, nbuses, false, caps, machine);
+    let mut set = new_set(def, nbuses, false, caps);
     collect(def, &mut set);
     chipset_slots(def, &mut set, machine)?;
     device_slots(def, &mut set, &ctx)?;

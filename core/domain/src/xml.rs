@@ -454,6 +454,15 @@ mod tests {
     }
 
     #[test]
+    fn equality_ignores_attribute_order_but_not_child_order() {
+        let a = parse_document("<a x='1' y='2'><b/><c/></a>").unwrap();
+        let b = parse_document("<a y='2' x='1'><b/><c/></a>").unwrap();
+        let c = parse_document("<a x='1' y='2'><c/><b/></a>").unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
     fn malformed_document_is_an_error() {
         assert!(parse_document("<a><b></a>").is_err());
         assert!(parse_document("").is_err());
