@@ -60,12 +60,27 @@ fn conf_bool(conf: &str, key: &str) -> bool {
         .any(|(k, v)| k.trim() == key && matches!(v.trim(), "1" | "true"))
 }
 
-/// Reads, parses, expands and validates the domain in conformance mode.
+/// Reads, parses, expands and validates the domain in conformance mode as
+/// a new definition (what `argv` and `errors` score).
 pub fn load_domain(inputs: &Inputs) -> Result<qvisor_domain::Domain, String> {
+    load_domain_as(inputs, true)
+}
+
+/// Like [`load_domain`]; `new_definition` false parses as libvirt's
+/// xml2xml harness does (no `VIR_DOMAIN_DEF_PARSE_ABI_UPDATE`).
+pub fn load_domain_as(
+    inputs: &Inputs,
+    new_definition: bool,
+) -> Result<qvisor_domain::Domain, String> {
     let text = std::fs::read_to_string(&inputs.xml)
         .map_err(|e| format!("cannot read {}: {e}", inputs.xml.display()))?;
-    let mut def = qvisor_domain::parse(&text, qvisor_domain::ParseOptions { inactive: true })
-        .map_err(|e| e.to_string())?;
+    let opts = qvisor_domain::ParseOptions { inactive: true };
+    let parsed = if new_definition {
+        qvisor_domain::parse(&text, opts)
+    } else {
+        qvisor_domain::parse_existing(&text, opts)
+    };
+    let mut def = parsed.map_err(|e| e.to_string())?;
     let mut caps = match &inputs.caps {
         Some(p) => Some(qvisor_caps::QemuCaps::load_cache_file(p).map_err(|e| e.to_string())?),
         None => None,
@@ -108,7 +123,7 @@ pub fn load_domain(inputs: &Inputs) -> Result<qvisor_domain::Domain, String> {
 /// Runs the `xml2xml` mode; returns what to print on stdout, or the error message.
 pub fn run(args: &[String]) -> Result<String, String> {
     let inputs = parse_args(args)?;
-    let def = load_domain(&inputs)?;
+    let def = load_domain_as(&inputs, false)?;
     Ok(qvisor_domain::format(
         &def,
         &qvisor_domain::FormatOptions::inactive_secure(),

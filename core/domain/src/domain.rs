@@ -734,7 +734,19 @@ fn parse_mem_elem(mut c: Element, what: &str) -> Result<u64> {
 
 impl Domain {
     /// Parses `<domain>` from its element.
-    pub fn from_element(mut e: Element, opts: ParseOptions) -> Result<Self> {
+    pub fn from_element(e: Element, opts: ParseOptions) -> Result<Self> {
+        Self::from_element_for(e, opts, true)
+    }
+
+    /// Parses `<domain>`; `new_definition` is libvirt's
+    /// `VIR_DOMAIN_DEF_PARSE_ABI_UPDATE`: set when a definition is created
+    /// (define/create), clear when an existing guest is loaded (saved
+    /// configuration, migration), where compatibility rules apply.
+    pub fn from_element_for(
+        mut e: Element,
+        opts: ParseOptions,
+        new_definition: bool,
+    ) -> Result<Self> {
         if e.name != "domain" || e.ns.is_some() {
             return Err(Error::ParseDomainRoot(e.name));
         }
@@ -839,7 +851,7 @@ impl Domain {
         d.bootloader = text_of(&mut e, "bootloader");
         d.bootloader_args = text_of(&mut e, "bootloader_args");
         match e.take_child("os") {
-            Some(os) => d.os = parse_os(os)?,
+            Some(os) => d.os = parse_os(os, new_definition)?,
             None => {
                 return Err(Error::xml("an os <type> must be specified"));
             }
@@ -1137,7 +1149,7 @@ fn format_memory_backing(m: &MemoryBacking) -> Option<Element> {
     }
 }
 
-fn parse_os(mut os: Element) -> Result<Os> {
+fn parse_os(mut os: Element, new_definition: bool) -> Result<Os> {
     let mut o = Os {
         firmware: take_enum(&mut os, "firmware")?,
         ..Default::default()
@@ -1169,6 +1181,12 @@ fn parse_os(mut os: Element) -> Result<Os> {
                 .position(|n| *n == f.name)
                 .unwrap_or(usize::MAX)
         });
+        // libvirt 8.6-9.1 wrote <firmware><feature> without firmware=
+        // into migratable XML; an existing guest keeps its loader and the
+        // features are ignored (virDomainDefParseBootFirmwareOptions)
+        if o.firmware.is_none() && !new_definition {
+            o.firmware_features.clear();
+        }
     }
     if let Some(mut l) = os.take_child("loader") {
         o.loader = Some(Loader {
@@ -1764,6 +1782,22 @@ mod tests {
         assert!(!out.contains("index="), "{out}");
         assert!(!out.contains("port="), "{out}");
         assert_eq!(parse(&out), d);
+    }
+
+    #[test]
+    fn existing_guest_ignores_firmware_features_without_autoselection() {
+        let xml = "<domain type='kvm'><name>a</name><os><type>hvm</type>\
+             <firmware><feature enabled='yes' name='secure-boot'/></firmware></os></domain>";
+        let opts = ParseOptions { inactive: true };
+        assert!(crate::parse_existing(xml, opts)
+            .unwrap()
+            .os
+            .firmware_features
+            .is_empty());
+        assert_eq!(
+            crate::parse(xml, opts).unwrap().os.firmware_features.len(),
+            1
+        );
     }
 
     #[test]

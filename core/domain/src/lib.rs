@@ -43,10 +43,19 @@ pub use expand::{expand, ExpandContext};
 pub use qemu_ns::{DeprecationBehavior, DeviceOverride, PropertyValue, QemuNamespace};
 pub use validate::validate;
 
-/// Parses a domain XML document.
+/// Parses a domain XML document for a new definition (define/create:
+/// libvirt's `VIR_DOMAIN_DEF_PARSE_ABI_UPDATE`).
 pub fn parse(text: &str, opts: ParseOptions) -> Result<Domain> {
     let root = xml::parse_document(text)?;
     Domain::from_element(root, opts)
+}
+
+/// Parses the XML of an existing guest (a saved configuration, an incoming
+/// migration): like [`parse`] but with libvirt's compatibility rules for
+/// definitions that may come from older versions instead of ABI updates.
+pub fn parse_existing(text: &str, opts: ParseOptions) -> Result<Domain> {
+    let root = xml::parse_document(text)?;
+    Domain::from_element_for(root, opts, false)
 }
 
 /// Formats a domain definition as XML text in libvirt's layout.
