@@ -1,5 +1,5 @@
-//! Is AppArmor enabled? As libapparmor's `aa_is_enabled()` decides it: the
-//! module parameter `enabled` is `Y` and securityfs exposes `apparmor/`.
+//! Is AppArmor enabled? libapparmor's `aa_is_enabled()` decides, with the
+//! file-system view (module parameter and securityfs) as the reason.
 
 use std::path::Path;
 
@@ -10,6 +10,27 @@ pub struct AppArmorState {
     pub enabled: bool,
     /// One line.
     pub reason: String,
+}
+
+/// This host, as libapparmor sees it.
+pub fn host_state() -> AppArmorState {
+    match qvisor_apparmor_sys::is_enabled() {
+        Ok(()) => AppArmorState {
+            enabled: true,
+            reason: "AppArmor enabled".to_string(),
+        },
+        Err(e) => {
+            let fs = apparmor_state(Path::new("/"));
+            AppArmorState {
+                enabled: false,
+                reason: if fs.enabled {
+                    format!("AppArmor is not usable: {e}")
+                } else {
+                    fs.reason
+                },
+            }
+        }
+    }
 }
 
 /// Decides from the file system under `root` (normally `/`).
@@ -87,5 +108,10 @@ mod tests {
         let s = apparmor_state(&root);
         std::fs::remove_dir_all(&root).unwrap();
         assert!(s.enabled, "{s:?}");
+    }
+
+    #[test]
+    fn the_host_answer_has_a_reason() {
+        assert!(!host_state().reason.is_empty());
     }
 }
