@@ -3,6 +3,7 @@
 
 mod domain;
 mod plugins;
+pub mod storage;
 
 use std::process::ExitCode;
 
@@ -93,6 +94,9 @@ pub enum Command {
     Capabilities,
     /// Domain capabilities XML.
     Domcapabilities(domain::DomCapsArgs),
+    /// Storage pools and volumes (pool-*, vol-*).
+    #[command(flatten)]
+    Storage(storage::StorageCommand),
 }
 
 /// Entry point of the `qvisor` binary.
@@ -128,6 +132,7 @@ pub fn main() -> ExitCode {
         Command::DomxmlFromNative(a) => domain::from_native(c, a),
         Command::Capabilities => domain::capabilities(c),
         Command::Domcapabilities(a) => domain::domcapabilities(c, a),
+        Command::Storage(s) => storage::run(c, s),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

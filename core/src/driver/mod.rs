@@ -16,6 +16,7 @@ pub mod registry;
 pub mod runtime;
 mod security;
 mod start;
+pub mod storage;
 pub mod state;
 pub mod status;
 

@@ -401,7 +401,9 @@ impl Inner {
         let ctx = self.plugin_context(&def, Path::new(""));
         let mut pipeline = Vec::new();
         let accel = self.accel_contribution(&def, &ctx, &mut pipeline)?;
+        let storage = self.prepare_storage(&mut def, &ctx, &mut pipeline)?;
         let mut host = RealHost::new(true);
+        host.volumes = storage.volumes;
         let mut key = [0u8; 32];
         random_bytes(&mut key);
         let cmd = self.build_command(&def, &caps, -1, accel, &mut host, key)?;
@@ -474,6 +476,8 @@ impl Inner {
         let mut pipeline = Vec::new();
         let ctx = self.plugin_context(&live, private_dir);
         let accel = self.accel_contribution(&live, &ctx, &mut pipeline)?;
+        let storage = self.prepare_storage(&mut live, &ctx, &mut pipeline)?;
+        let ctx = storage.context_for(self.plugin_context(&live, private_dir));
 
         let mut master_key = [0u8; 32];
         random_bytes(&mut master_key);
@@ -482,6 +486,7 @@ impl Inner {
             .map_err(|e| DriverError::io("write master key", &key_path, e))?;
 
         let mut host = RealHost::new(false);
+        host.volumes = storage.volumes;
         let cmd = self.build_command(&live, &caps, id, accel, &mut host, master_key)?;
         let monitor_path = self.paths.monitor_socket(id as u32, &def.name);
         let log_path = self.paths.domain_log(&def.name);
