@@ -20,6 +20,29 @@
 //!
 //! The conformance harness and the real start-up path share all of this;
 //! [`fake`] provides libvirt's test-harness environment.
+//!
+//! # Starting a real guest
+//!
+//! The lifecycle code implements [`Host`] for the real machine and fills a
+//! [`BuildEnv`] with the driver's directories (from `qvisor_conf::DriverPaths`
+//! and qemu.conf), the domain id, the master key it wrote to
+//! `<private dir>/master-key.aes`, the hugetlbfs mounts, "now" and the
+//! accelerator plugin's [`AccelContribution`]. Then:
+//!
+//! ```text
+//! let cl = qvisor_cmdline::build(&expanded_def, &caps, &conf, &mut env)?;
+//! // cl.env: set exactly these variables (clear the rest)
+//! // cl.binary + cl.args(): the argv
+//! // cl.fds: every PassedFd.fd is a descriptor number the Host handed out
+//! //   from pass_fd(); keep those open (no CLOEXEC) in the child, close the
+//! //   parent's copies after spawn
+//! // cl.taints: record in the status XML / domain log
+//! ```
+//!
+//! [`Host::pass_fd`] is where descriptors are created (listening sockets,
+//! opened files, TAP/vhost devices); it must return the number the child
+//! will see, so an implementation either dups to a reserved range or
+//! returns the parent's number and keeps it inheritable.
 
 pub mod aliases;
 mod build;

@@ -25,13 +25,61 @@ pub(super) fn prepare(
     align_memory(def);
     device_bootorder(def);
     crate::usb::assign_usb_ports(def)?;
-    if let Some(cpu) = &def.cpu {
-        if cpu.mode == Some(CpuMode::HostModel) && caps.is_x86() {
-            return Err(Error::unsupported(
-                "host-model CPU needs libvirt's CPU map, which qvisor does not have yet",
-            ));
+    host_model_cpu(def, caps)?;
+    Ok(())
+}
+
+/// A host-model guest CPU becomes the custom model libvirt derives from
+/// the host-CPU expansion in the capabilities (x86), with the domain's own
+/// feature policies applied on top.
+fn host_model_cpu(def: &mut Domain, caps: &qvisor_caps::QemuCaps) -> Result<()> {
+    use qvisor_domain::CpuFeature;
+    let accel = accel_of(def);
+    let Some(cpu) = def.cpu.as_mut() else {
+        return Ok(());
+    };
+    if cpu.mode != Some(CpuMode::HostModel) || !caps.is_x86() {
+        return Ok(());
+    }
+    let hm = qvisor_caps::domcaps::host_model(caps, accel).ok_or_else(|| {
+        Error::unsupported("CPU mode 'host-model' for x86_64 kvm domain on x86_64 host is not supported by hypervisor")
+    })?;
+    let mut features: Vec<CpuFeature> = hm
+        .features
+        .iter()
+        .filter_map(|(policy, name)| {
+            let policy = match policy.as_str() {
+                "require" => CpuFeaturePolicy::Require,
+                "disable" => CpuFeaturePolicy::Disable,
+                _ => return None,
+            };
+            // host-model guests stay migratable: drop features the map
+            // marks non-migratable (invtsc, ...)
+            let migratable = caps
+                .host_cpu(accel)
+                .and_then(|h| h.prop(name).or_else(|| h.prop(&cpu_feature_to_qemu(name))))
+                .is_none_or(|p| p.migratable != Some(false));
+            if policy == CpuFeaturePolicy::Require
+                && !migratable
+                && cpu.migratable != Some(OnOff::Off)
+            {
+                return None;
+            }
+            Some(CpuFeature {
+                policy,
+                name: name.clone(),
+            })
+        })
+        .collect();
+    for f in &cpu.features {
+        match features.iter_mut().find(|x| x.name == f.name) {
+            Some(x) => x.policy = f.policy,
+            None => features.push(f.clone()),
         }
     }
+    cpu.mode = Some(CpuMode::Custom);
+    cpu.model = Some(hm.model);
+    cpu.features = features;
     Ok(())
 }
 
