@@ -427,3 +427,200 @@ fn landlock_keeps_a_guest_away_from_another_guests_disk() {
         e.logs()
     );
 }
+
+fn apparmor_parser() -> Option<&'static str> {
+    let p = "/usr/sbin/apparmor_parser";
+    if Path::new(p).is_file() {
+        Some(p)
+    } else {
+        eprintln!("SKIP: apparmor_parser is not installed (Debian package apparmor)");
+        None
+    }
+}
+
+/// The allow rules of a `.files` as (path, permissions), deny lines apart.
+fn allow_rules(files: &str) -> Vec<(String, String)> {
+    let mut rules: Vec<(String, String)> = files
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('"'))
+        .filter_map(|l| {
+            let (path, perms) = l.trim_end_matches(',').rsplit_once(' ')?;
+            Some((path.trim_matches('"').to_string(), perms.to_string()))
+        })
+        .collect();
+    rules.sort();
+    rules
+}
+
+#[test]
+fn the_apparmor_profile_lists_exactly_the_domains_files_and_parses() {
+    let Some(parser) = apparmor_parser() else {
+        return;
+    };
+    let e = Embedded::new("sec-aa");
+    write_qemu_conf(&e, "security_driver = \"apparmor\"\n");
+    let s = e.scratch();
+    let guest = guest_copy(s);
+    let img = |args: &[&str]| {
+        let ok = Command::new("qemu-img")
+            .args(args)
+            .current_dir(s)
+            .status()
+            .is_ok_and(|st| st.success());
+        assert!(ok, "qemu-img {args:?}");
+    };
+    img(&["create", "-q", "-f", "raw", "base.raw", "1M"]);
+    img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        "mid.qcow2",
+    ]);
+    img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "mid.qcow2",
+        "-F",
+        "qcow2",
+        "top.qcow2",
+    ]);
+    image(&s.join("other.img"), 0);
+    let serial = s.join("serial.log");
+    let disk = format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{}'/><target dev='vda' bus='virtio'/></disk>",
+        s.join("top.qcow2").display()
+    );
+    define(
+        &e,
+        "aa",
+        &domain_xml("aa", Some(&guest), Some(&serial), &disk),
+    );
+    define(
+        &e,
+        "other",
+        &domain_xml(
+            "other",
+            None,
+            None,
+            &file_disk(&s.join("other.img"), "vda", ""),
+        ),
+    );
+    e.ok(&["start", "--paused", "other"]);
+    e.ok(&["start", "--paused", "aa"]);
+    let uuid = e.ok(&["domuuid", "aa"]).trim().to_string();
+    let dir = e.root().join("etc/apparmor.d/libvirt");
+    let profile = dir.join(format!("libvirt-{uuid}"));
+    let files =
+        std::fs::read_to_string(dir.join(format!("libvirt-{uuid}.files"))).expect("read .files");
+    let id = e.ok(&["domid", "aa"]).trim().to_string();
+    let private = e.root().join(format!("lib/qemu/domain-{id}-aa"));
+    let p = |path: PathBuf| {
+        std::fs::canonicalize(&path)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    };
+    let mut expected: Vec<(String, String)> = vec![
+        ("/usr/bin/qemu-system-x86_64".into(), "rmix".into()),
+        (p(s.join("top.qcow2")), "rwk".into()),
+        (p(s.join("mid.qcow2")), "rk".into()),
+        (p(s.join("base.raw")), "rk".into()),
+        (p(guest.join("vmlinuz")), "r".into()),
+        (p(guest.join("initramfs.img")), "r".into()),
+        (p(serial.clone()), "rw".into()),
+        (format!("{}/", p(private.clone())), "r".into()),
+        (format!("{}/**", p(private.clone())), "rwk".into()),
+        (p(private.join("master-key.aes")), "r".into()),
+        (p(private.join("monitor.sock")), "rw".into()),
+        (p(e.root().join("log/qemu/aa.log")), "rw".into()),
+    ];
+    expected.sort();
+    assert_eq!(allow_rules(&files), expected, ".files:\n{files}");
+    assert!(
+        !files.contains("other.img"),
+        "another domain's disk is listed:\n{files}"
+    );
+    // Read-only layers are explicitly denied writes.
+    assert!(
+        files.contains(&format!("deny \"{}\" w,", p(s.join("base.raw")))),
+        "{files}"
+    );
+    let text = std::fs::read_to_string(&profile).expect("read profile");
+    assert!(text.contains(&format!("profile libvirt-{uuid} ")), "{text}");
+    assert!(
+        text.contains(&format!("#include <libvirt/libvirt-{uuid}.files>")),
+        "{text}"
+    );
+    let out = Command::new(parser)
+        .args([
+            "-Q",
+            "-K",
+            "--features-file",
+            "/usr/share/apparmor-features/features",
+            "-I",
+        ])
+        .arg(e.root().join("etc/apparmor.d"))
+        .arg(&profile)
+        .output()
+        .expect("run apparmor_parser");
+    assert!(
+        out.status.success(),
+        "profile does not parse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = e.ok(&["dumpxml", "aa"]);
+    assert!(
+        live.contains(&format!("<label>libvirt-{uuid}</label>")),
+        "{live}"
+    );
+}
+
+#[test]
+fn a_broken_apparmor_template_fails_the_start_clearly() {
+    if apparmor_parser().is_none() {
+        return;
+    }
+    let e = Embedded::new("sec-aa-broken");
+    write_qemu_conf(&e, "security_driver = \"apparmor\"\n");
+    let dir = e.root().join("etc/apparmor.d/libvirt");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let template = dir.join("TEMPLATE.qemu");
+    std::fs::write(
+        &template,
+        "#include <tunables/global>\n\nprofile LIBVIRT_TEMPLATE flags=(attach_disconnected) {\n  #include <abstractions/base>\n  /usr/bin/qemu-system-* rmixq,\n}\n",
+    )
+    .expect("write template");
+    let disk = e.scratch().join("d.img");
+    image(&disk, 0);
+    chown(&disk, OWNER);
+    define(
+        &e,
+        "broken",
+        &domain_xml("broken", None, None, &file_disk(&disk, "vda", "")),
+    );
+    let err = e.fails(&["start", "broken"]);
+    assert!(
+        err.contains(&template.display().to_string()),
+        "error does not name the template: {err}"
+    );
+    assert!(
+        err.contains("does not parse") && err.contains("line 5"),
+        "no parser reason: {err}"
+    );
+    assert!(e.qemu_pids().is_empty());
+    // The DAC layer that ran before it was rolled back.
+    assert_eq!(owner(&disk), OWNER);
+    // A template without its marker is refused before the parser runs.
+    std::fs::write(&template, "profile something {\n}\n").expect("write template");
+    let err = e.fails(&["start", "broken"]);
+    assert!(err.contains("no replacement string in template"), "{err}");
+}
