@@ -34,8 +34,17 @@ struct Image {
     /// The enclosing element (`<disk>` residue or `<backingStore>`).
     outer: Element,
     index: u32,
+    /// `<metadata_cache><max_size>` in bytes.
+    metadata_cache_max: Option<u64>,
     /// `None`: chain unknown; `Some(None)`: terminated; `Some(Some(b))`: backing image.
     backing: Option<Option<Box<Image>>>,
+}
+
+fn max_size_bytes(mc: Option<&Element>) -> Option<u64> {
+    let m = mc?.find("max_size")?;
+    let n = qvisor_domain::common::parse_uint(m.trimmed_text()?, false)?;
+    let scale = qvisor_domain::common::unit_scale(m.get_attr("unit").unwrap_or("bytes"))?;
+    n.checked_mul(scale)
 }
 
 fn backing_of(outer: &Element) -> Option<Option<Box<Image>>> {
@@ -43,6 +52,14 @@ fn backing_of(outer: &Element) -> Option<Option<Box<Image>>> {
     if b.attrs.is_empty() && b.children.is_empty() {
         return Some(None);
     }
+    let mut img = image_from(b);
+    img.backing = backing_of(b);
+    Some(Some(Box::new(img)))
+}
+
+/// An image described by an element with `type=`, `<format type=>` and
+/// `<source>` (`<backingStore>`, `<nvram type=>`).
+fn image_from(b: &Element) -> Image {
     let mut img = Image {
         kind: b.get_attr("type").unwrap_or("file").to_string(),
         format: b
@@ -50,6 +67,7 @@ fn backing_of(outer: &Element) -> Option<Option<Box<Image>>> {
             .and_then(|f| f.get_attr("type"))
             .map(str::to_string),
         outer: b.clone(),
+        metadata_cache_max: max_size_bytes(b.find("format").and_then(|f| f.find("metadata_cache"))),
         ..Default::default()
     };
     if let Some(s) = b.find("source") {
@@ -75,8 +93,7 @@ fn backing_of(outer: &Element) -> Option<Option<Box<Image>>> {
             })
             .collect();
     }
-    img.backing = backing_of(b);
-    Some(Some(Box::new(img)))
+    img
 }
 
 fn top_image(ctx: &Ctx, disk: &Disk) -> Result<Image> {
@@ -92,6 +109,11 @@ fn top_image(ctx: &Ctx, disk: &Disk) -> Result<Image> {
         format: disk.driver.as_ref().and_then(|d| d.format.clone()),
         source,
         outer: disk.residue.clone(),
+        metadata_cache_max: max_size_bytes(
+            disk.driver
+                .as_ref()
+                .and_then(|d| d.residue.find("metadata_cache")),
+        ),
         ..Default::default()
     };
     // <auth> and <encryption> may sit on the disk instead of the source
@@ -482,6 +504,14 @@ fn storage_props(
                             ),
                         );
                     }
+                    if let Some(enc) = img.source.find("encryption") {
+                        if enc.get_attr("engine") == Some("librbd") {
+                            if let Some(a) = &lo.enc_alias {
+                                let f = enc.get_attr("format").unwrap_or("luks");
+                                p.set("encrypt", serde_json::json!({"format": f, "key-secret": a}));
+                            }
+                        }
+                    }
                     if let Some(a) = &lo.auth_alias {
                         p.set_opt("user", lo.auth_user.clone());
                         p.set("auth-client-required", serde_json::json!(["cephx", "none"]));
@@ -561,6 +591,15 @@ fn storage_props(
                         serde_json::json!({"host": h.name.unwrap_or_default(), "type": "inet"}),
                     );
                     p.set("path", name.as_str());
+                    if let Some(id) = img.source.find("identity") {
+                        let num = |a: &str| {
+                            id.get_attr(a)
+                                .map(|v| v.trim_start_matches('+'))
+                                .and_then(|v| v.parse::<i64>().ok())
+                        };
+                        p.set_opt("user", num("user"));
+                        p.set_opt("group", num("group"));
+                    }
                 }
                 other => {
                     return Err(Error::unsupported(format!(
@@ -655,21 +694,9 @@ fn format_props(img: &Image, dc: &DiskCtx, lo: &LayerObjects, fnode: FormatNode)
                 }
             }
             if format == "qcow2" {
-                if let Some(m) = img
-                    .outer
-                    .find("driver")
-                    .and_then(|d| d.find("metadata_cache"))
-                    .and_then(|m| m.find("max_size"))
-                {
-                    let kib = qvisor_domain::common::size_to_kib(
-                        m.trimmed_text().unwrap_or("0"),
-                        m.get_attr("unit"),
-                        "bytes",
-                    )
-                    .unwrap_or(0);
-                    if kib > 0 {
-                        p.set("cache-size", kib * 1024);
-                    }
+                let bytes = img.metadata_cache_max.unwrap_or(0);
+                if bytes > 0 {
+                    p.set("cache-size", bytes);
                 }
             }
         }
@@ -1106,6 +1133,14 @@ pub(super) fn disks(ctx: &mut Ctx) -> Result<()> {
     }
     ctx.next_node_id = next;
     for (d, img) in def.devices.disks.iter().zip(images) {
+        // transient disks sharing their backing image are hot-plugged later
+        if d.residue
+            .find("transient")
+            .and_then(|t| t.get_attr("shareBacking"))
+            == Some("yes")
+        {
+            continue;
+        }
         let drv = d.driver.as_ref();
         let mut cache = drv.and_then(|x| x.cache);
         if cache.is_none_or(|c| c == DiskCache::Default) && d.shareable && !d.readonly {
@@ -1176,4 +1211,44 @@ pub(super) fn has_managed_pr(def: &qvisor_domain::Domain) -> bool {
                 r.get_attr("enabled") != Some("no") && r.get_attr("managed") != Some("no")
             })
     })
+}
+
+/// The blockdevs of a pflash varstore described by `<nvram type=...>`
+/// (file, block or network storage) with node names `libvirt-pflash1-*`.
+pub(super) fn nvram_blockdevs(ctx: &mut Ctx, nvram: &Element) -> Result<()> {
+    let mut img = image_from(nvram);
+    if img.format.is_none() {
+        img.format = Some("raw".into());
+    }
+    let dc = DiskCtx {
+        cache: None,
+        io: None,
+        discard: None,
+        detect_zeroes: None,
+        readonly: false,
+        floppy: false,
+        cdrom_host: false,
+    };
+    let storage = "libvirt-pflash1-storage";
+    let format = "libvirt-pflash1-format";
+    let lo = layer_objects(ctx, &img, storage, format)?;
+    for o in lo.objects.iter().cloned() {
+        ctx.object(o);
+    }
+    let sp = storage_props(ctx, &img, &dc, &lo, storage, true)?;
+    ctx.push(Opt::Blockdev(sp));
+    let fp = format_props(
+        &img,
+        &dc,
+        &lo,
+        FormatNode {
+            node: format,
+            file: storage,
+            readonly: false,
+            top: false,
+            backing: None,
+        },
+    )?;
+    ctx.push(Opt::Blockdev(fp));
+    Ok(())
 }

@@ -349,8 +349,20 @@ pub(super) fn pflash_blockdevs(ctx: &mut Ctx) -> Result<()> {
             loader.readonly == Some(YesNo::Yes),
         );
     }
-    if let Some(nv) = nvram_file(ctx) {
-        pflash(ctx, "libvirt-pflash1", nv, false);
+    let typed = ctx
+        .def
+        .os
+        .nvram
+        .as_ref()
+        .filter(|n| n.path.is_none() && n.residue.get_attr("type").is_some())
+        .map(|n| n.residue.clone());
+    match typed {
+        Some(el) => super::disk::nvram_blockdevs(ctx, &el)?,
+        None => {
+            if let Some(nv) = nvram_file(ctx) {
+                pflash(ctx, "libvirt-pflash1", nv, false);
+            }
+        }
     }
     Ok(())
 }
