@@ -624,3 +624,17 @@ fn a_broken_apparmor_template_fails_the_start_clearly() {
     let err = e.fails(&["start", "broken"]);
     assert!(err.contains("no replacement string in template"), "{err}");
 }
+
+#[test]
+fn naming_selinux_where_it_is_disabled_fails_with_the_reason() {
+    if Path::new("/sys/fs/selinux/enforce").exists() {
+        eprintln!("SKIP: SELinux is enabled on this host");
+        return;
+    }
+    let e = Embedded::new("sec-selinux");
+    write_qemu_conf(&e, "security_driver = \"selinux\"\n");
+    define(&e, "se", &domain_xml("se", None, None, ""));
+    let err = e.fails(&["start", "se"]);
+    assert!(err.contains("SELinux is not enabled"), "{err}");
+    assert!(e.qemu_pids().is_empty());
+}
