@@ -172,16 +172,39 @@ impl QmpClient {
         arguments: Option<Value>,
         timeout: Duration,
     ) -> Result<Value> {
-        let id = format!(
-            "{}-{}",
-            self.options.id_prefix,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        );
         let mut msg = Map::new();
         msg.insert("execute".into(), Value::String(command.to_string()));
         if let Some(args) = arguments {
             msg.insert("arguments".into(), args);
         }
+        let reply = self.round_trip(msg, command, timeout)?;
+        reply_result(command, reply)
+    }
+
+    /// Sends a caller-built command object as it is (plus our `id`) and
+    /// returns QEMU's whole reply object, `id` included, whether it carries
+    /// `return` or `error` (libvirt's arbitrary monitor command).
+    pub fn execute_raw(&self, command: Map<String, Value>) -> Result<Value> {
+        let name = command
+            .get("execute")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        self.round_trip(command, &name, self.options.timeout)
+    }
+
+    /// Sends `msg` with a fresh id and waits for the reply carrying it.
+    fn round_trip(
+        &self,
+        mut msg: Map<String, Value>,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<Value> {
+        let id = format!(
+            "{}-{}",
+            self.options.id_prefix,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
         msg.insert("id".into(), Value::String(id.clone()));
         let mut line = serde_json::to_vec(&Value::Object(msg)).unwrap_or_default();
         line.extend_from_slice(b"\r\n");
@@ -207,22 +230,19 @@ impl QmpClient {
                 source,
             });
         }
-        let reply = match rx.recv_timeout(timeout) {
-            Ok(r) => r,
+        match rx.recv_timeout(timeout) {
+            Ok(r) => Ok(r),
             Err(RecvTimeoutError::Timeout) => {
                 lock(&self.pending).waiting.remove(&id);
-                return Err(Error::Timeout {
+                Err(Error::Timeout {
                     command: command.to_string(),
                     after: timeout,
-                });
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(Error::Closed {
-                    command: command.to_string(),
                 })
             }
-        };
-        reply_result(command, reply)
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Closed {
+                command: command.to_string(),
+            }),
+        }
     }
 }
 
@@ -413,6 +433,37 @@ mod tests {
         let e2 = events.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(e2.name, "SHUTDOWN");
         assert_eq!(e2.data["reason"], "guest-shutdown");
+    }
+
+    #[test]
+    fn raw_command_returns_the_whole_reply_with_its_id() {
+        let s = fake_qemu(|mut r, mut w| {
+            greet(&mut w);
+            read_cmd(&mut r);
+            w.write_all(b"{\"return\": {}, \"id\": \"libvirt-1\"}\r\n")
+                .unwrap();
+            let c = read_cmd(&mut r);
+            assert_eq!(c, json!({"execute": "query-status", "id": "libvirt-2"}));
+            w.write_all(b"{\"return\": {\"running\": true}, \"id\": \"libvirt-2\"}\r\n")
+                .unwrap();
+            read_cmd(&mut r);
+            w.write_all(b"{\"id\": \"libvirt-3\", \"error\": {\"class\": \"CommandNotFound\", \"desc\": \"no\"}}\r\n").unwrap();
+        });
+        let c = QmpClient::from_unix_stream(s, ClientOptions::default()).unwrap();
+        let cmd = |v: Value| match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let ok = c
+            .execute_raw(cmd(json!({"execute": "query-status"})))
+            .unwrap();
+        assert_eq!(
+            ok.to_string(),
+            r#"{"return":{"running":true},"id":"libvirt-2"}"#
+        );
+        let err = c.execute_raw(cmd(json!({"execute": "bogus"}))).unwrap();
+        assert_eq!(err["error"]["class"], "CommandNotFound");
+        assert_eq!(err["id"], "libvirt-3");
     }
 
     #[test]

@@ -193,9 +193,16 @@ impl ConnHandler {
         self.driver.list(true).into_iter().filter(keep).collect()
     }
 
+    /// The primary security model, as `virNodeGetSecurityModel` reports it:
+    /// libvirt stacks DAC under the configured driver (SELinux, AppArmor) or
+    /// under "none" when there is none, and reports the top of the stack.
     fn security_model(&self) -> (String, String) {
-        let first = self.driver.security_models().into_iter().next();
-        first.map_or(("none".into(), "0".into()), |m| (m.model, m.doi))
+        let primary = self
+            .driver
+            .security_models()
+            .into_iter()
+            .find(|m| m.model != "dac");
+        primary.map_or(("none".into(), "0".into()), |m| (m.model, m.doi))
     }
 }
 

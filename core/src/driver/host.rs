@@ -79,29 +79,34 @@ impl Driver {
             .unwrap_or(0)
     }
 
-    /// The security models of the usable security plugins (`none` when none).
+    /// The security models as libvirt's capabilities list them: the stack's
+    /// primary model first (the configured or probed confinement layer, or
+    /// `none` without one), then DAC with its base labels (the QEMU user
+    /// and group of qemu.conf as `+uid:+gid`, for both domain types).
     pub fn security_models(&self) -> Vec<SecModel> {
-        let mut models: Vec<SecModel> = self
-            .plugins()
+        let stack = self.inner.security_stack_models().unwrap_or_default();
+        let primary = stack
             .iter()
-            .filter(|p| p.usable())
-            .filter_map(|p| p.description.as_ref())
-            .flat_map(|d| {
-                d.provided("security-model")
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
-            .map(|model| SecModel {
-                doi: "0".into(),
-                base_labels: Vec::new(),
-                model,
-            })
-            .collect();
-        if models.is_empty() {
+            .find(|m| m.as_str() != "dac")
+            .cloned()
+            .unwrap_or_else(|| "none".into());
+        let mut models = vec![SecModel {
+            model: primary,
+            doi: "0".into(),
+            base_labels: Vec::new(),
+        }];
+        if stack.iter().any(|m| m == "dac") {
+            let base_labels = match self.inner.qemu_ids(&qvisor_domain::Domain::default()) {
+                Ok((uid, gid)) => {
+                    let label = format!("+{uid}:+{gid}");
+                    vec![("kvm".into(), label.clone()), ("qemu".into(), label)]
+                }
+                Err(_) => Vec::new(),
+            };
             models.push(SecModel {
-                model: "none".into(),
+                model: "dac".into(),
                 doi: "0".into(),
-                base_labels: Vec::new(),
+                base_labels,
             });
         }
         models

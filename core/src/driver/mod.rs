@@ -387,20 +387,19 @@ impl Driver {
                 .map_err(|e| DriverError::OperationFailed(e.to_string()))?;
             return Ok(ret.as_str().unwrap_or_default().to_string());
         }
+        // As libvirt: the caller's object goes to QEMU as it is (with our
+        // id added) and QEMU's whole reply comes back, id included, whether
+        // it is a return or an error.
         let v: serde_json::Value = serde_json::from_str(cmd)
-            .map_err(|e| DriverError::InvalidArg(format!("monitor command is not JSON: {e}")))?;
-        let execute = v
-            .get("execute")
-            .and_then(|e| e.as_str())
-            .ok_or_else(|| DriverError::InvalidArg("monitor command has no 'execute'".into()))?;
-        let args = v.get("arguments").cloned();
-        let reply = match mon.execute(execute, args) {
-            Ok(ret) => serde_json::json!({ "return": ret }),
-            Err(qvisor_qmp::Error::Command { class, desc, .. }) => {
-                serde_json::json!({ "error": { "class": class, "desc": desc } })
-            }
-            Err(e) => return Err(DriverError::OperationFailed(e.to_string())),
+            .map_err(|e| DriverError::Internal(format!("cannot parse json {cmd}: {e}")))?;
+        let serde_json::Value::Object(obj) = v else {
+            return Err(DriverError::Internal(format!(
+                "cannot parse json {cmd}: not a JSON object"
+            )));
         };
+        let reply = mon
+            .execute_raw(obj)
+            .map_err(|e| DriverError::OperationFailed(e.to_string()))?;
         Ok(reply.to_string())
     }
 
@@ -587,6 +586,15 @@ impl Inner {
             random: &mut random,
         };
         qvisor_domain::expand(&mut def, &mut ctx)?;
+        // The daemon stores the machine an alias stands for (`pc` becomes
+        // `pc-i440fx-7.2`), so the guest ABI stays put when QEMU is updated
+        // (libvirt's qemuCanonicalizeMachine).
+        if let Some(m) = def.os.machine.as_deref() {
+            let virt_type = def.kind.map_or("qemu", |k| qvisor_domain::StrEnum::as_str(k));
+            let accel = qvisor_caps::Accel::from_virt_type(virt_type);
+            let canonical = caps.canonical_machine(accel, m).to_string();
+            def.os.machine = Some(canonical);
+        }
         Ok(def)
     }
 

@@ -438,6 +438,16 @@ impl Inner {
         Ok((uid, gid))
     }
 
+    /// The models of the security stack, DAC first (what capabilities and
+    /// `virNodeGetSecurityModel` report).
+    pub(crate) fn security_stack_models(&self) -> Result<Vec<String>> {
+        Ok(self
+            .security_layers()?
+            .into_iter()
+            .map(|l| l.model)
+            .collect())
+    }
+
     /// The layers of the stack: DAC first, then `security_driver` in order
     /// (`none` = no confinement layer; unset = the first usable of
     /// SELinux/AppArmor). A named layer must have a plugin; one whose probe
@@ -683,6 +693,29 @@ impl Inner {
                 tracing::warn!(domain = %name, "{e}");
             }
         }
+    }
+
+    /// A QEMU recorded in a status file is gone (it died while no
+    /// supervisor watched): restore its labels, release it, remove its cgroup.
+    pub(crate) fn restore_after_lost_qemu(&self, st: &super::status::Status) {
+        let name = st.def.name.clone();
+        let uuid = st.def.uuid.map(|u| u.0).unwrap_or_default();
+        let ctx = DomainContext {
+            name: name.clone().into(),
+            uuid: qvisor_domain::Uuid(uuid).to_string().into(),
+            virt_type: Default::default(),
+            emulator: Default::default(),
+            xml: Default::default(),
+            private_dir: st.private_dir.display().to_string().into(),
+            uid: 0,
+            gid: 0,
+            resources: Default::default(),
+            settings: Default::default(),
+            labels: Default::default(),
+        };
+        self.restore_applied(&name, &ctx, &st.labels);
+        let plugins: Vec<String> = st.labels.iter().map(|l| l.plugin.clone()).collect();
+        self.teardown_security(&name, &uuid, st.id, &plugins);
     }
 
     fn release_layers(&self, ctx: &DomainContext, plugins: &[String]) {

@@ -37,6 +37,33 @@ const MONITOR_TIMEOUT: Duration = Duration::from_secs(30);
 /// The first descriptor number handed to QEMU (0-2 are stdio).
 const FIRST_PASSED_FD: i32 = 3;
 
+/// A command line as libvirtd's `domxml-to-native` returns it
+/// (`virCommandToString` without line breaks): environment assignments, the
+/// binary and each argument, separated by single spaces, each quoted for a
+/// POSIX shell only when it holds a shell metacharacter.
+fn native_one_line(cmd: &CommandLine) -> String {
+    fn quote(s: &str) -> String {
+        const META: &[char] = &[
+            '\r', '\t', '\n', ' ', '!', '"', '#', '$', '&', '\'', '(', ')', '*', ';', '<', '>',
+            '?', '[', '\\', ']', '^', '`', '{', '|', '}', '~',
+        ];
+        if s.is_empty() {
+            "''".to_string()
+        } else if !s.contains(META) {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    }
+    cmd.env
+        .iter()
+        .map(|(k, v)| format!("{k}={}", quote(v)))
+        .chain(std::iter::once(quote(&cmd.binary)))
+        .chain(cmd.args().iter().map(|a| quote(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The real host side of the command-line builder: descriptors opened for
 /// real, `getrandom`, the real file system.
 struct RealHost {
@@ -330,7 +357,18 @@ impl Inner {
         master_key: [u8; 32],
     ) -> Result<CommandLine> {
         let mut process_env = BTreeMap::new();
-        for k in ["QEMU_AUDIO_DRV", "SDL_AUDIODRIVER"] {
+        // What libvirt reads while building, and what it passes on to QEMU
+        // from its own environment (virCommandAddEnvPassCommon).
+        for k in [
+            "QEMU_AUDIO_DRV",
+            "SDL_AUDIODRIVER",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "PATH",
+            "USER",
+            "LOGNAME",
+            "TMPDIR",
+        ] {
             if let Ok(v) = std::env::var(k) {
                 process_env.insert(k.to_string(), v);
             }
@@ -407,7 +445,7 @@ impl Inner {
         let mut key = [0u8; 32];
         random_bytes(&mut key);
         let cmd = self.build_command(&def, &caps, -1, accel, &mut host, key)?;
-        Ok(cmd.to_native())
+        Ok(native_one_line(&cmd))
     }
 
     /// Starts a domain: the whole sequence, cleaned up on any failure.
@@ -626,6 +664,7 @@ impl Inner {
         });
         let cleanup = |why: &str| {
             tracing::warn!(domain = %name, "{why}; marking it shut off");
+            self.restore_after_lost_qemu(&st);
             let _ = std::fs::remove_file(status_path);
             let _ = std::fs::remove_dir_all(&st.private_dir);
         };
@@ -852,4 +891,25 @@ fn check_disk_sources(def: &Domain) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_one_line_quotes_only_words_with_shell_metacharacters() {
+        let cmd = CommandLine {
+            env: vec![
+                ("LC_ALL".into(), "C".into()),
+                ("HOME".into(), "/var/lib/a b".into()),
+            ],
+            binary: "/usr/bin/qemu-system-x86_64".into(),
+            ..CommandLine::default()
+        };
+        assert_eq!(
+            native_one_line(&cmd),
+            "LC_ALL=C HOME='/var/lib/a b' /usr/bin/qemu-system-x86_64"
+        );
+    }
 }
