@@ -590,7 +590,9 @@ impl Inner {
         // `pc-i440fx-7.2`), so the guest ABI stays put when QEMU is updated
         // (libvirt's qemuCanonicalizeMachine).
         if let Some(m) = def.os.machine.as_deref() {
-            let virt_type = def.kind.map_or("qemu", |k| qvisor_domain::StrEnum::as_str(k));
+            let virt_type = def
+                .kind
+                .map_or("qemu", |k| qvisor_domain::StrEnum::as_str(k));
             let accel = qvisor_caps::Accel::from_virt_type(virt_type);
             let canonical = caps.canonical_machine(accel, m).to_string();
             def.os.machine = Some(canonical);
