@@ -1,5 +1,9 @@
 //! `qvisor-conformance xml2xml`: parse, expand and validate a domain XML in
 //! conformance mode and print the inactive definition libvirt would write.
+//!
+//! `--live` (not used by the checker) parses and prints the live form
+//! instead, as libvirt's xml2xml test does in its "active" pass: for a
+//! definition without runtime state both forms are the same document.
 
 use std::path::PathBuf;
 
@@ -13,6 +17,8 @@ pub struct Inputs {
     pub aux: Option<PathBuf>,
     /// The domain XML file.
     pub xml: PathBuf,
+    /// `--live`: parse and format the live (running) form.
+    pub live: bool,
 }
 
 /// Parses `--caps CAPS --conf CONF --aux AUX DOMAIN_XML`.
@@ -21,6 +27,7 @@ pub fn parse_args(args: &[String]) -> Result<Inputs, String> {
     let mut conf = None;
     let mut aux = None;
     let mut xml = None;
+    let mut live = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
@@ -32,6 +39,7 @@ pub fn parse_args(args: &[String]) -> Result<Inputs, String> {
             "--caps" => caps = Some(value("--caps")?),
             "--conf" => conf = Some(value("--conf")?),
             "--aux" => aux = Some(value("--aux")?),
+            "--live" => live = true,
             s if s.starts_with("--") => return Err(format!("unknown option {s}")),
             s => {
                 if xml.replace(PathBuf::from(s)).is_some() {
@@ -45,6 +53,7 @@ pub fn parse_args(args: &[String]) -> Result<Inputs, String> {
         conf,
         aux,
         xml: xml.ok_or("no domain XML given")?,
+        live,
     })
 }
 
@@ -74,7 +83,9 @@ pub fn load_domain_as(
 ) -> Result<qvisor_domain::Domain, String> {
     let text = std::fs::read_to_string(&inputs.xml)
         .map_err(|e| format!("cannot read {}: {e}", inputs.xml.display()))?;
-    let opts = qvisor_domain::ParseOptions { inactive: true };
+    let opts = qvisor_domain::ParseOptions {
+        inactive: !inputs.live,
+    };
     let parsed = if new_definition {
         qvisor_domain::parse(&text, opts)
     } else {
@@ -126,6 +137,10 @@ pub fn run(args: &[String]) -> Result<String, String> {
     let def = load_domain_as(&inputs, false)?;
     Ok(qvisor_domain::format(
         &def,
-        &qvisor_domain::FormatOptions::inactive_secure(),
+        &qvisor_domain::FormatOptions {
+            inactive: !inputs.live,
+            secure: true,
+            migratable: false,
+        },
     ))
 }

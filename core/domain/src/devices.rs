@@ -951,6 +951,17 @@ const NET_ORDER: &[&str] = &[
     "address",
 ];
 
+/// Whether `<target dev=>` is a tap name the driver generated (and the tap
+/// is managed by it): such names are not part of the persistent config.
+fn is_generated_ifname(target: &Element) -> bool {
+    target.get_attr("managed") != Some("no")
+        && target.get_attr("dev").is_some_and(|d| {
+            ["vnet", "macvtap", "macvlan"]
+                .iter()
+                .any(|p| d.starts_with(p))
+        })
+}
+
 impl Interface {
     /// `<source network=>`, `bridge=`, `dev=` etc.
     pub fn source_attr(&self, name: &str) -> Option<&str> {
@@ -993,7 +1004,15 @@ impl Interface {
         }
         let source = e.take_child("source");
         let model = e.take_child("model").and_then(|mut m| m.take_attr("type"));
-        let target = e.take_child("target");
+        let mut target = e.take_child("target");
+        // a generated tap name (vnet0, macvtap0, ...) belongs to one run
+        if opts.inactive {
+            if let Some(t) = &mut target {
+                if is_generated_ifname(t) {
+                    t.take_attr("dev");
+                }
+            }
+        }
         let driver = e.take_child("driver");
         let info = DeviceInfo::take(&mut e, opts.inactive)?;
         Ok(Interface {
@@ -1008,7 +1027,7 @@ impl Interface {
         })
     }
 
-    fn format(&self) -> Element {
+    fn format(&self, opts: &FormatOptions) -> Element {
         let mut e = Element::new("interface").attr("type", self.kind);
         let mut residue = self.residue.clone();
         let mut mac_extra = Vec::new();
@@ -1032,8 +1051,12 @@ impl Interface {
         }
         e.children.extend(self.source.iter().cloned());
         if let Some(t) = &self.target {
+            let mut t = t.clone();
+            if opts.inactive && is_generated_ifname(&t) {
+                t.take_attr("dev");
+            }
             if !t.is_empty() {
-                e.children.push(t.clone());
+                e.children.push(t);
             }
         }
         if let Some(m) = &self.model {
@@ -1335,8 +1358,9 @@ impl ChrDevice {
             source.path = tty;
         }
         // a UNIX socket without a path gets a generated one, which implies
-        // that QEMU listens on it (libvirt's inactive post-parse)
-        if opts.inactive && kind == ChrType::Unix && source.path.is_none() {
+        // that QEMU listens on it (libvirt's inactive post-parse; a running
+        // guest always has the path)
+        if kind == ChrType::Unix && source.path.is_none() {
             source.listen = true;
         }
         let mut target = ChrTarget::default();
@@ -1379,6 +1403,14 @@ impl ChrDevice {
 
     fn format(&self, opts: &FormatOptions) -> Element {
         let mut e = Element::new(self.device.element()).attr("type", self.source.kind);
+        // legacy <console tty='/dev/pts/N'> of the first running pty console
+        if self.device == ChrDeviceKind::Console
+            && self.target.port == Some(0)
+            && self.source.kind == ChrType::Pty
+            && !opts.inactive
+        {
+            e.push_attr_opt("tty", self.source.path.as_ref());
+        }
         self.source.format_into(&mut e, opts);
         let t = &self.target;
         let mut te = Element::new("target");
@@ -1616,7 +1648,8 @@ impl Graphics {
             GraphicsType::Vnc => {
                 if port_s.is_none() || port == -1 {
                     autoport = true;
-                    if port == -1 && opts.inactive {
+                    // -1 only means "pick one": the same as no port yet
+                    if port == -1 {
                         port = 0;
                     }
                 }
@@ -1637,6 +1670,11 @@ impl Graphics {
                 if autoport && opts.inactive {
                     port = 0;
                     tls_port = 0;
+                }
+                // -1 only means "pick one": the same as no port yet
+                if autoport {
+                    port = port.max(0);
+                    tls_port = tls_port.max(0);
                 }
             }
             GraphicsType::Rdp => {
@@ -2407,7 +2445,7 @@ impl Devices {
         c.extend(self.controllers.iter().map(Controller::format));
         c.extend(self.leases.iter().map(gen));
         c.extend(self.filesystems.iter().map(gen));
-        c.extend(self.interfaces.iter().map(Interface::format));
+        c.extend(self.interfaces.iter().map(|n| n.format(opts)));
         c.extend(self.smartcards.iter().map(gen));
         c.extend(self.serials.iter().map(|s| s.format(opts)));
         c.extend(self.parallels.iter().map(|s| s.format(opts)));
@@ -2507,6 +2545,50 @@ mod tests {
             .map(|c| format!("{}{}", c.name, c.get_attr("name").unwrap_or("")))
             .collect();
         assert_eq!(names, ["channelmain", "channelinputs", "mouse"]);
+    }
+
+    #[test]
+    fn generated_tap_name_is_runtime_only() {
+        let xml =
+            "<interface type='bridge'><source bridge='br0'/><target dev='vnet3'/></interface>\
+                   <interface type='ethernet'><target dev='vnet4' managed='no'/></interface>";
+        let d = devices(xml);
+        assert!(d.interfaces[0]
+            .target
+            .as_ref()
+            .unwrap()
+            .get_attr("dev")
+            .is_none());
+        assert_eq!(
+            d.interfaces[1].target.as_ref().unwrap().get_attr("dev"),
+            Some("vnet4")
+        );
+        let e = crate::xml::parse_document(&format!("<devices>{xml}</devices>")).unwrap();
+        let live = Devices::parse(e, ParseOptions { inactive: false }).unwrap();
+        let out = live.interfaces[0]
+            .format(&FormatOptions::live())
+            .to_xml_string();
+        assert!(out.contains("<target dev='vnet3'/>"), "{out}");
+        let out = live.interfaces[0]
+            .format(&FormatOptions::inactive_secure())
+            .to_xml_string();
+        assert!(!out.contains("vnet3"), "{out}");
+    }
+
+    #[test]
+    fn running_pty_console_shows_its_tty() {
+        let xml = "<console type='pty'><source path='/dev/pts/4'/><target type='serial' port='0'/></console>";
+        let e = crate::xml::parse_document(&format!("<devices>{xml}</devices>")).unwrap();
+        let d = Devices::parse(e, ParseOptions { inactive: false }).unwrap();
+        let live = d.consoles[0].format(&FormatOptions::live()).to_xml_string();
+        assert!(
+            live.starts_with("<console type='pty' tty='/dev/pts/4'>"),
+            "{live}"
+        );
+        let inactive = d.consoles[0]
+            .format(&FormatOptions::inactive_secure())
+            .to_xml_string();
+        assert!(!inactive.contains("/dev/pts/4"), "{inactive}");
     }
 
     #[test]

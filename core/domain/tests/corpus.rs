@@ -123,6 +123,79 @@ fn expanded_definitions_round_trip_to_an_equal_model() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// The live form of a running guest (`id`, every device's alias) is read
+/// back unchanged, and the inactive form of the same guest drops exactly
+/// the runtime parts.
+#[test]
+fn live_definitions_round_trip_with_id_and_aliases() {
+    let Some(dir) = corpus_dir() else { return };
+    let caps_path = dir.join("../caps/caps_8.0.0.x86_64.xml");
+    let mut caps = qvisor_caps::QemuCaps::load_cache_file(&caps_path).unwrap();
+    caps.strip_machine_aliases();
+    let live = ParseOptions { inactive: false };
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for f in xml_files(|n| n.ends_with(".xml") && !n.contains(".x86_64-latest")) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let Ok(mut a) = parse(&text, live) else {
+            continue;
+        };
+        let mut random =
+            |buf: &mut [u8]| buf.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+        let mut ctx = qvisor_domain::ExpandContext {
+            caps: Some(&caps),
+            default_emulator: "/usr/bin/qemu-system-x86_64".into(),
+            nvram_dir: "/var/lib/libvirt/qemu/nvram".into(),
+            vnc_allow_host_audio: false,
+            nographics_allow_host_audio: false,
+            audio_env: None,
+            sdl_audio_env: None,
+            random: &mut random,
+        };
+        if qvisor_domain::expand(&mut a, &mut ctx).is_err() {
+            continue;
+        }
+        checked += 1;
+        a.id = Some(7);
+        let mut n = 0;
+        a.devices.for_each_info_mut(|i| {
+            if i.alias.is_none() {
+                i.alias = Some(format!("dev{n}"));
+                n += 1;
+            }
+        });
+        let mut grouped = Vec::new();
+        for c in std::mem::take(&mut a.devices.controllers) {
+            qvisor_domain::insert_controller(&mut grouped, c);
+        }
+        a.devices.controllers = grouped;
+        let live_secure = FormatOptions {
+            secure: true,
+            ..FormatOptions::live()
+        };
+        let out = format(&a, &live_secure);
+        let ok_live = parse(&out, live).is_ok_and(|b| b == a);
+        // libvirt prints aliases in any form; reading the inactive form
+        // keeps user aliases only, and no id
+        let inactive = format(&a, &FormatOptions::inactive_secure());
+        let ok_inactive = parse(&inactive, OPTS).is_ok_and(|b| {
+            let mut aliases = 0;
+            b.devices.for_each_info(|i| {
+                aliases += usize::from(i.alias.as_deref().is_some_and(|a| !a.starts_with("ua-")))
+            });
+            b.id.is_none() && aliases == 0
+        });
+        if !(ok_live && ok_inactive && out.contains("<alias name='dev0'/>")) {
+            failures.push(f.display().to_string());
+        }
+    }
+    eprintln!(
+        "live round trip: {checked} inputs, {} differ: {failures:#?}",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
 /// libvirt's parser groups `<controller>`s by type (`virDomainControllerInsert`),
 /// while its post-parse appends the controllers it adds; so libvirt's own
 /// outputs with appended controllers come back grouped, in libvirt as here.
