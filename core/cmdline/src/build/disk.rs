@@ -888,6 +888,16 @@ fn error_policy(disk: &Disk) -> (Option<String>, Option<String>) {
     (w, r)
 }
 
+/// The disk's cache mode; shared writable disks default to `none`
+/// (`qemuDomainPrepareDiskCachemode`).
+fn effective_cache(d: &Disk) -> Option<DiskCache> {
+    let cache = d.driver.as_ref().and_then(|x| x.cache);
+    if cache.is_none_or(|c| c == DiskCache::Default) && d.shareable && !d.readonly {
+        return Some(DiskCache::None);
+    }
+    cache
+}
+
 fn device_props(
     ctx: &Ctx,
     disk: &Disk,
@@ -1022,7 +1032,7 @@ fn device_props(
     p.set_opt("vendor", disk.vendor.clone());
     p.set_opt("product", disk.product.clone());
     if disk.device != DiskDevice::Lun {
-        if let Some((wb, _, _)) = drv.and_then(|d| d.cache).and_then(cache_flags) {
+        if let Some((wb, _, _)) = effective_cache(disk).and_then(cache_flags) {
             p.set("write-cache", if wb { "on" } else { "off" });
         }
     }
@@ -1142,10 +1152,7 @@ pub(super) fn disks(ctx: &mut Ctx) -> Result<()> {
             continue;
         }
         let drv = d.driver.as_ref();
-        let mut cache = drv.and_then(|x| x.cache);
-        if cache.is_none_or(|c| c == DiskCache::Default) && d.shareable && !d.readonly {
-            cache = Some(DiskCache::None);
-        }
+        let cache = effective_cache(d);
         let dc = DiskCtx {
             cache,
             io: drv.and_then(|x| x.io.clone()).filter(|v| v != "default"),
