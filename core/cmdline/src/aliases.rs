@@ -215,3 +215,47 @@ fn next_hostdev_index(def: &Domain) -> u32 {
     let b = next_index(def.devices.interfaces.iter().map(|n| &n.info), "hostdev");
     a.max(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_follow_libvirt_prefixes_and_keep_user_aliases() {
+        let mut d = qvisor_domain::parse(
+            "<domain type='kvm'><name>a</name><memory>1</memory>\
+             <os><type machine='pc'>hvm</type></os><devices>\
+             <disk type='file'><source file='/a'/><target dev='vdb' bus='virtio'/></disk>\
+             <disk type='file'><source file='/b'/><target dev='hda' bus='ide'/>\
+             <address type='drive' controller='0' bus='1' target='0' unit='0'/></disk>\
+             <controller type='ide' index='0'/><controller type='usb' index='0'/>\
+             <interface type='user'><alias name='ua-nic'/></interface>\
+             <interface type='user'/>\
+             </devices></domain>",
+            qvisor_domain::ParseOptions { inactive: true },
+        )
+        .unwrap();
+        assign_aliases(&mut d);
+        let disks: Vec<_> = d
+            .devices
+            .disks
+            .iter()
+            .map(|x| x.info.alias.clone().unwrap())
+            .collect();
+        assert_eq!(disks, vec!["virtio-disk1", "ide0-1-0"]);
+        let ctl: Vec<_> = d
+            .devices
+            .controllers
+            .iter()
+            .map(|c| c.info.alias.clone().unwrap())
+            .collect();
+        assert_eq!(ctl, vec!["ide", "usb"]);
+        let nets: Vec<_> = d
+            .devices
+            .interfaces
+            .iter()
+            .map(|n| n.info.alias.clone().unwrap())
+            .collect();
+        assert_eq!(nets, vec!["ua-nic", "net0"]);
+    }
+}

@@ -221,3 +221,41 @@ pub fn assign_usb_ports(def: &mut Domain) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(xml: &str) -> Domain {
+        qvisor_domain::parse(xml, qvisor_domain::ParseOptions { inactive: true }).unwrap()
+    }
+
+    #[test]
+    fn usb_devices_take_the_first_free_ports_in_libvirt_order() {
+        let mut d = def("<domain type='kvm'><name>a</name><memory>1</memory>\
+            <os><type>hvm</type></os><devices>\
+            <controller type='usb' index='0' model='piix3-uhci'/>\
+            <input type='tablet' bus='usb'/>\
+            <hostdev mode='subsystem' type='usb'><source><address bus='1' device='2'/></source>\
+            <address type='usb' bus='0' port='1'/></hostdev>\
+            </devices></domain>");
+        assign_usb_ports(&mut d).unwrap();
+        assert_eq!(
+            d.devices.inputs[0].info.address,
+            Some(Address::Usb {
+                bus: 0,
+                port: Some("2".into())
+            })
+        );
+    }
+
+    #[test]
+    fn running_out_of_usb_ports_is_an_error() {
+        let mut d = def("<domain type='kvm'><name>a</name><memory>1</memory>\
+            <os><type>hvm</type></os><devices>\
+            <controller type='usb' index='0' model='piix3-uhci'/>\
+            <input type='tablet' bus='usb'/><input type='mouse' bus='usb'/>\
+            <input type='keyboard' bus='usb'/></devices></domain>");
+        assert!(assign_usb_ports(&mut d).is_err());
+    }
+}

@@ -19,8 +19,6 @@ pub(super) enum ChrUse {
     Device,
     /// vhost-user net: sockets are opened by QEMU and it waits.
     VhostUserNet,
-    /// No descriptor passing, no TLS (vhost-user disks, TPM ...).
-    Plain,
 }
 
 fn reconnect(kv: &mut Keyval, src: &ChrSource) {

@@ -668,11 +668,6 @@ pub(super) fn memballoon(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-/// `bootindex` of a device, when it has a `<boot order=>`.
-pub(super) fn bootindex(info: &DeviceInfo) -> Option<u32> {
-    info.boot.as_ref().map(|b| b.order)
-}
-
 /// `<rom>` tuning as `rombar`/`romfile` (PCI devices only).
 pub(super) fn rom_props(p: &mut Props, info: &DeviceInfo) -> Result<()> {
     let Some(rom) = &info.rom else { return Ok(()) };

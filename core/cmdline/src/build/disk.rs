@@ -31,8 +31,6 @@ struct Image {
     /// `encryption`, `slices`, `cookies`, `ssl`, `reconnect`, `config`,
     /// `snapshot`, `initiator`, `timeout`, `readahead`, `address`).
     source: Element,
-    /// The enclosing element (`<disk>` residue or `<backingStore>`).
-    outer: Element,
     index: u32,
     /// `<metadata_cache><max_size>` in bytes.
     metadata_cache_max: Option<u64>,
@@ -66,7 +64,6 @@ fn image_from(b: &Element) -> Image {
             .find("format")
             .and_then(|f| f.get_attr("type"))
             .map(str::to_string),
-        outer: b.clone(),
         metadata_cache_max: max_size_bytes(b.find("format").and_then(|f| f.find("metadata_cache"))),
         ..Default::default()
     };
@@ -108,7 +105,6 @@ fn top_image(ctx: &Ctx, disk: &Disk) -> Result<Image> {
         hosts: src.hosts.clone(),
         format: disk.driver.as_ref().and_then(|d| d.format.clone()),
         source,
-        outer: disk.residue.clone(),
         metadata_cache_max: max_size_bytes(
             disk.driver
                 .as_ref()

@@ -20,8 +20,6 @@
 //! 5. `<qemu:arg>` pass-through, `-sandbox`, panic devices, shmem, vsock,
 //!    `-msg timestamp=on`.
 
-#![allow(dead_code)] // helpers used by families still being filled in
-
 mod chardev;
 mod devices;
 mod disk;
@@ -41,7 +39,7 @@ use qvisor_domain::Domain;
 
 use crate::env::BuildEnv;
 use crate::error::{Error, Result};
-use crate::model::{CommandLine, FdPurpose, Opt, PassedFd, Syntax, Taint};
+use crate::model::{CommandLine, FdPurpose, Opt, PassedFd, Syntax};
 use crate::props::{Keyval, Props};
 
 /// State shared by the family builders while one command line is built.
@@ -327,7 +325,117 @@ pub(crate) fn onoff(b: bool) -> &'static str {
     }
 }
 
-#[allow(dead_code)]
-pub(crate) fn taint_list(t: &[Taint]) -> Vec<&'static str> {
-    t.iter().map(Taint::as_str).collect()
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::fake::{conformance_env, FakeHost};
+
+    fn domain(xml: &str) -> Domain {
+        qvisor_domain::parse(xml, qvisor_domain::ParseOptions { inactive: true }).unwrap()
+    }
+
+    fn caps(flags: &[Flag]) -> QemuCaps {
+        let mut c = QemuCaps::new("/usr/bin/qemu-system-x86_64");
+        c.arch = "x86_64".into();
+        for f in flags {
+            c.set(*f);
+        }
+        c
+    }
+
+    fn build_with(def: &Domain, caps: &QemuCaps) -> CommandLine {
+        let conf = QemuConf::defaults(&qvisor_conf::Mode::System, true);
+        let aux = std::path::Path::new("/nonexistent");
+        let mut host = FakeHost::new(aux);
+        let mut env = conformance_env(def, &conf, aux, &mut host, &BTreeMap::new());
+        build(def, caps, &conf, &mut env).unwrap()
+    }
+
+    const MINIMAL: &str = "<domain type='kvm'><name>vm</name>\
+        <uuid>c7a5fdbd-edaf-9455-926a-d65c16db1809</uuid><memory>1048576</memory>\
+        <os><type arch='x86_64' machine='pc'>hvm</type></os>\
+        <devices><memballoon model='virtio'>\
+        <address type='pci' domain='0' bus='0' slot='3' function='0'/></memballoon>\
+        <controller type='pci' index='0' model='pci-root'/></devices>";
+
+    #[test]
+    fn device_syntax_follows_the_json_capability() {
+        let def = domain(&format!("{MINIMAL}</domain>"));
+        let json = build_with(&def, &caps(&[Flag::DeviceJson]));
+        let legacy = build_with(&def, &caps(&[]));
+        let dev = |cl: &CommandLine| {
+            let a = cl.args();
+            let i = a.iter().position(|t| t == "-device").unwrap();
+            a[i + 1].clone()
+        };
+        assert!(dev(&json).starts_with('{'));
+        assert_eq!(
+            dev(&legacy),
+            "virtio-balloon-pci,id=balloon0,bus=pci.0,addr=0x3"
+        );
+    }
+
+    #[test]
+    fn qemu_override_replaces_and_removes_device_properties() {
+        let xml = format!(
+            "{MINIMAL}<qemu:override xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\
+             <qemu:device alias='balloon0'><qemu:frontend>\
+             <qemu:property name='deflate-on-oom' type='bool' value='true'/>\
+             <qemu:property name='addr' type='remove'/>\
+             </qemu:frontend></qemu:device></qemu:override></domain>"
+        );
+        let cl = build_with(&domain(&xml), &caps(&[Flag::DeviceJson]));
+        let dev = cl.opts.iter().find_map(|o| match o {
+            Opt::Device(p) => Some(p.clone()),
+            _ => None,
+        });
+        let dev = dev.unwrap();
+        assert_eq!(
+            dev.get("deflate-on-oom"),
+            Some(&serde_json::Value::Bool(true))
+        );
+        assert!(dev.get("addr").is_none());
+        assert_eq!(cl.taints, vec![crate::model::Taint::CustomDevice]);
+    }
+
+    #[test]
+    fn qemu_commandline_is_appended_and_taints() {
+        let xml = format!(
+            "{MINIMAL}<qemu:commandline xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\
+             <qemu:arg value='-unknown'/><qemu:env name='FOO' value='bar'/>\
+             </qemu:commandline></domain>"
+        );
+        let cl = build_with(&domain(&xml), &caps(&[]));
+        assert!(cl.args().contains(&"-unknown".to_string()));
+        assert!(cl.env.contains(&("FOO".into(), "bar".into())));
+        assert!(cl.taints.contains(&crate::model::Taint::CustomArgv));
+    }
+
+    #[test]
+    fn deprecation_behavior_needs_the_compat_capability() {
+        let xml = format!(
+            "{MINIMAL}<qemu:deprecation xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0' behavior='reject'/></domain>"
+        );
+        let def = domain(&xml);
+        let without = build_with(&def, &caps(&[]));
+        assert!(!without.args().contains(&"-compat".to_string()));
+        let with = build_with(&def, &caps(&[Flag::CompatDeprecated]));
+        let a = with.args();
+        let i = a.iter().position(|t| t == "-compat").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&a[i + 1]).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"deprecated-output": "hide", "deprecated-input": "reject"})
+        );
+    }
+
+    #[test]
+    fn monitor_descriptor_is_recorded_for_the_child() {
+        let cl = build_with(&domain(&format!("{MINIMAL}</domain>")), &caps(&[]));
+        assert_eq!(cl.fds.len(), 1);
+        assert_eq!(cl.fds[0].fd, 1729);
+        assert!(matches!(cl.fds[0].purpose, FdPurpose::Monitor(_)));
+    }
 }
