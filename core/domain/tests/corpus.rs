@@ -276,9 +276,140 @@ impl Rng {
     }
 }
 
-/// The parser never panics or hangs on mutated corpus inputs (byte flips,
-/// truncations, splices). `QVISOR_FUZZ_ITERS` raises the count for a
-/// longer run.
+/// Values that reach the typed parsers' edge cases when put in an attribute.
+const INTERESTING: &[&str] = &[
+    "",
+    "0",
+    "-1",
+    "1",
+    "0x",
+    "0x1f",
+    "4294967296",
+    "18446744073709551616",
+    "99999999999999999999",
+    "yes",
+    "no",
+    "on",
+    "off",
+    "auto",
+    "none",
+    "virtio",
+    "pci",
+    "q35",
+    "pc",
+    "a,b",
+    "&amp;",
+    "\u{00e9}",
+    "0-3,^2",
+    "^1",
+    "3-1",
+    "00:11:22:33:44:55",
+    "01:00:00:00:00:00",
+    "vda",
+    "sdaa",
+    "hdz",
+    "fdb",
+];
+
+/// One random edit of `s`: byte flips, truncations, splices and deletions
+/// (mostly malformed XML), and attribute-value replacements and element
+/// duplications (well-formed XML that reaches the typed parser, expansion
+/// and validation).
+fn mutate(rng: &mut Rng, s: &mut Vec<u8>, well_formed: bool) {
+    if s.is_empty() {
+        return;
+    }
+    let i = (rng.next() as usize) % s.len();
+    let op = if well_formed {
+        4 + rng.next() % 4
+    } else {
+        rng.next() % 8
+    };
+    match op {
+        0 => s[i] = (rng.next() & 0xff) as u8,
+        1 => s.truncate(i),
+        2 => {
+            let j = (rng.next() as usize) % s.len();
+            let chunk: Vec<u8> = s[i.min(j)..i.max(j)].to_vec();
+            s.splice(i..i, chunk);
+        }
+        3 => {
+            s.remove(i);
+        }
+        4 | 5 => {
+            // replace the next attribute value (`='...'`)
+            let Some(open) = s[i..]
+                .windows(2)
+                .position(|w| w == b"='")
+                .map(|p| p + i + 1)
+            else {
+                return;
+            };
+            let Some(close) = s[open + 1..]
+                .iter()
+                .position(|b| *b == b'\'')
+                .map(|p| p + open + 1)
+            else {
+                return;
+            };
+            // an edge value, or a value of another attribute of the document
+            let v: Vec<u8> = if rng.next() % 2 == 0 {
+                INTERESTING[(rng.next() as usize) % INTERESTING.len()]
+                    .bytes()
+                    .collect()
+            } else {
+                let starts: Vec<usize> = s
+                    .windows(2)
+                    .enumerate()
+                    .filter(|(_, w)| *w == b"='")
+                    .map(|(k, _)| k + 2)
+                    .collect();
+                let from = starts[(rng.next() as usize) % starts.len()];
+                s[from..]
+                    .iter()
+                    .take_while(|b| **b != b'\'')
+                    .copied()
+                    .collect()
+            };
+            s.splice(open + 1..close, v);
+        }
+        6 => {
+            // drop the rest of the line after the next '<' (often a whole
+            // empty element, or an opening tag: then it is malformed)
+            let Some(lt) = s[i..].iter().position(|b| *b == b'<').map(|p| p + i) else {
+                return;
+            };
+            let end = s[lt..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(s.len(), |p| p + lt);
+            if s.get(end.saturating_sub(2)..end) == Some(b"/>") {
+                s.drain(lt..end);
+            }
+        }
+        _ => {
+            // duplicate the element starting at the next '<' up to its line end
+            let Some(lt) = s[i..].iter().position(|b| *b == b'<').map(|p| p + i) else {
+                return;
+            };
+            let end = s[lt..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(s.len(), |p| p + lt);
+            let line: Vec<u8> = s[lt..end].to_vec();
+            // whole elements only, unless malformed input is wanted
+            if !well_formed || line.ends_with(b"/>") || line.windows(2).any(|w| w == b"</") {
+                s.splice(lt..lt, line);
+            }
+        }
+    }
+}
+
+/// The parser, formatter, expansion and validation never panic or hang on
+/// mutated corpus inputs, and whatever the parser accepts formats to XML
+/// that it accepts again. `QVISOR_FUZZ_ITERS` raises the count for a
+/// longer run and `QVISOR_FUZZ_SEED` changes the sequence (the count and
+/// time are printed).
 #[test]
 fn parser_survives_mutated_inputs() {
     let iters: usize = std::env::var("QVISOR_FUZZ_ITERS")
@@ -287,38 +418,63 @@ fn parser_survives_mutated_inputs() {
         .unwrap_or(3000);
     let mut seeds: Vec<Vec<u8>> = xml_files(|n| n.ends_with(".xml"))
         .iter()
-        .take(80)
         .map(|f| std::fs::read(f).unwrap())
         .collect();
     if seeds.is_empty() {
         seeds.push(b"<domain type='kvm'><name>a</name><os><type>hvm</type></os><devices><disk><target dev='vda'/></disk></devices></domain>".to_vec());
     }
-    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let caps = corpus_dir().and_then(|d| {
+        let mut c =
+            qvisor_caps::QemuCaps::load_cache_file(d.join("../caps/caps_8.0.0.x86_64.xml")).ok()?;
+        c.strip_machine_aliases();
+        Some(c)
+    });
+    let seed = std::env::var("QVISOR_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x9e3779b97f4a7c15_u64);
+    let mut rng = Rng(seed | 1);
     let start = std::time::Instant::now();
-    for _ in 0..iters {
+    let (mut parsed, mut expanded) = (0usize, 0usize);
+    for n in 0..iters {
         let mut s = seeds[(rng.next() as usize) % seeds.len()].clone();
-        for _ in 0..(1 + rng.next() % 8) {
-            if s.is_empty() {
-                break;
-            }
-            let i = (rng.next() as usize) % s.len();
-            match rng.next() % 4 {
-                0 => s[i] = (rng.next() & 0xff) as u8,
-                1 => s.truncate(i),
-                2 => {
-                    let j = (rng.next() as usize) % s.len();
-                    let chunk: Vec<u8> = s[i.min(j)..i.max(j)].to_vec();
-                    s.splice(i..i, chunk);
-                }
-                _ => {
-                    s.remove(i);
-                }
-            }
+        let well_formed = rng.next() % 4 != 0;
+        for _ in 0..(1 + rng.next() % if well_formed { 3 } else { 6 }) {
+            mutate(&mut rng, &mut s, well_formed);
         }
         let text = String::from_utf8_lossy(&s);
-        if let Ok(d) = parse(&text, OPTS) {
-            let _ = format(&d, &FormatOptions::inactive_secure());
+        let one = std::time::Instant::now();
+        if let Ok(mut d) = parse(&text, OPTS) {
+            parsed += 1;
+            let out = format(&d, &FormatOptions::inactive_secure());
+            if let Err(e) = parse(&out, OPTS) {
+                panic!("iteration {n}: formatted output does not parse: {e}\n{out}");
+            }
+            let mut random = |buf: &mut [u8]| buf.fill(7);
+            let mut ctx = qvisor_domain::ExpandContext {
+                caps: caps.as_ref(),
+                default_emulator: "/usr/bin/qemu-system-x86_64".into(),
+                nvram_dir: "/var/lib/libvirt/qemu/nvram".into(),
+                vnc_allow_host_audio: false,
+                nographics_allow_host_audio: false,
+                audio_env: None,
+                sdl_audio_env: None,
+                random: &mut random,
+            };
+            if qvisor_domain::expand(&mut d, &mut ctx).is_ok() {
+                expanded += 1;
+                let _ = qvisor_domain::validate(&d);
+                let _ = format(&d, &FormatOptions::live());
+            }
         }
+        assert!(
+            one.elapsed().as_secs() < 5,
+            "iteration {n} took {:?} (hang?)",
+            one.elapsed()
+        );
     }
-    assert!(start.elapsed().as_secs() < 120, "fuzz run too slow (hang?)");
+    eprintln!(
+        "fuzz: {iters} inputs ({parsed} parsed, {expanded} expanded) in {:?}",
+        start.elapsed()
+    );
 }
