@@ -719,10 +719,92 @@ pub(super) fn panics(ctx: &mut Ctx) -> Result<()> {
 }
 
 pub(super) fn shmems(ctx: &mut Ctx) -> Result<()> {
-    if !ctx.def.devices.shmems.is_empty() {
-        return Err(Error::unsupported(
-            "shared memory devices are not supported by qvisor yet",
-        ));
+    let shmems = ctx.def.devices.shmems.clone();
+    for sh in &shmems {
+        let a = alias(sh);
+        let name = sh.attr("name").unwrap_or("").to_string();
+        let model = sh
+            .child("model")
+            .and_then(|m| m.get_attr("type"))
+            .unwrap_or("ivshmem-plain")
+            .to_string();
+        let size = sh
+            .child("size")
+            .and_then(|e| {
+                let n = parse_uint(e.trimmed_text()?, false)?;
+                let scale = qvisor_domain::common::unit_scale(e.get_attr("unit").unwrap_or("M"))?;
+                n.checked_mul(scale)
+            })
+            .unwrap_or(0);
+        if size != 0 && (size & (size - 1) != 0 || size < 1024 * 1024) {
+            return Err(Error::unsupported(
+                "shmem size must be a power of two and at least 1 MiB",
+            ));
+        }
+        if !matches!(sh.info.address, Some(Address::Pci(_))) {
+            return Err(Error::unsupported(
+                "only 'pci' addresses are supported for the shared memory device",
+            ));
+        }
+        let server = sh.child("server");
+        let mut p = Props::new()
+            .with("driver", model.as_str())
+            .with("id", a.as_str());
+        match model.as_str() {
+            "ivshmem-plain" => {
+                let memdev = format!("shmmem-{a}");
+                ctx.object(
+                    Props::new()
+                        .with("qom-type", "memory-backend-file")
+                        .with("id", memdev.as_str())
+                        .with("mem-path", format!("/dev/shm/{name}"))
+                        .with("size", size)
+                        .with("share", true),
+                );
+                p.set("memdev", memdev);
+                match sh.child("role").and_then(|r| r.trimmed_text()) {
+                    Some("master") => p.set("master", "on"),
+                    Some("peer") => p.set("master", "off"),
+                    _ => {}
+                }
+            }
+            "ivshmem-doorbell" => p.set("chardev", format!("char{a}")),
+            other => {
+                return Err(Error::unsupported(format!(
+                    "shmem model '{other}' is not supported by this QEMU binary"
+                )))
+            }
+        }
+        if let Some(msi) = sh.child("msi") {
+            p.set_opt(
+                "vectors",
+                msi.get_attr("vectors")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|v| *v > 0),
+            );
+            match msi.get_attr("ioeventfd") {
+                Some("on") => p.set("ioeventfd", true),
+                Some("off") => p.set("ioeventfd", false),
+                _ => {}
+            }
+        }
+        address_props(ctx, &mut p, &sh.info)?;
+        ctx.device(p);
+        if model == "ivshmem-doorbell" {
+            let mut cs = ChrSource::new(ChrType::Unix);
+            cs.path = Some(
+                server
+                    .and_then(|s| s.get_attr("path"))
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("/var/lib/libvirt/shmem-{name}-sock")),
+            );
+            ctx.keyval(
+                "-chardev",
+                Keyval::head("socket")
+                    .kv("id", format!("char{a}"))
+                    .kv("path", cs.path.clone().unwrap_or_default()),
+            );
+        }
     }
     Ok(())
 }
