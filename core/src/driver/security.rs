@@ -579,7 +579,13 @@ impl Inner {
     ) -> Result<SecuritySetup<'_>> {
         let (uid, gid) = self.qemu_ids(live)?;
         let private_dir = PathBuf::from(base.private_dir.as_str());
-        let resources = domain_resources(live, &private_dir, monitor, domain_log);
+        let mut resources = domain_resources(live, &private_dir, monitor, domain_log);
+        // What earlier steps found (the storage plugin's volumes and chains).
+        let mut list = ResourceList(std::mem::take(&mut resources));
+        for r in base.resources.iter() {
+            list.add(r.path.as_str(), r.kind, r.access, r.shared);
+        }
+        let resources = list.0;
         let mut ctx = base.clone();
         ctx.uid = uid;
         ctx.gid = gid;
