@@ -209,3 +209,54 @@ fn bad_input_gets_clear_errors_and_leaves_nothing_started() {
         "nothing created for a refused root"
     );
 }
+
+#[test]
+fn qemu_conf_settings_reach_qemu() {
+    let e = Embedded::new("conf");
+    std::fs::create_dir_all(e.root().join("etc")).unwrap();
+    std::fs::write(
+        e.root().join("etc/qemu.conf"),
+        "# test settings\nmax_files = 2048\nmax_processes = 4096\nvnc_listen = \"0.0.0.0\"\nlog_timestamp = 0\n",
+    )
+    .unwrap();
+    e.define(&DomainXml::new("c").devices("    <graphics type='vnc' autoport='yes'/>\n"));
+    e.ok(&["start", "c"]);
+    let pid = *e.qemu_pids().first().expect("QEMU running");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = |name: &str| {
+        limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("Max open files").contains("2048"), "{limits}");
+    assert!(line("Max processes").contains("4096"), "{limits}");
+    let cmdline =
+        String::from_utf8(std::fs::read(format!("/proc/{pid}/cmdline")).unwrap()).unwrap();
+    let args: Vec<&str> = cmdline.split('\0').collect();
+    let vnc = args
+        .iter()
+        .position(|a| *a == "-vnc")
+        .map(|i| args[i + 1])
+        .expect("-vnc");
+    assert!(vnc.starts_with("0.0.0.0:"), "-vnc {vnc}");
+    assert!(
+        !args.contains(&"-msg"),
+        "log_timestamp = 0 drops -msg timestamp=on"
+    );
+    e.ok(&["destroy", "c"]);
+}
+
+#[test]
+fn a_broken_qemu_conf_is_reported_with_its_line() {
+    let e = Embedded::new("badconf");
+    std::fs::create_dir_all(e.root().join("etc")).unwrap();
+    std::fs::write(
+        e.root().join("etc/qemu.conf"),
+        "vnc_listen = \"0.0.0.0\"\nvnc_tls = \"yes\"\n",
+    )
+    .unwrap();
+    let err = e.fails(&["list"]);
+    assert!(err.contains("vnc_tls") && err.contains(":2:"), "{err}");
+}

@@ -486,6 +486,9 @@ fn console_loop(conn: &Connection, name: &str) -> anyhow::Result<()> {
             anyhow::anyhow!("domain '{name}': the serial console has no host path")
         })?;
     eprintln!("Connected to domain '{name}'\nEscape character is ^] (Ctrl + ])");
+    if serial.source.kind == qvisor_domain::ChrType::Pty {
+        return pty_console(&path);
+    }
     let mut file =
         std::fs::File::open(&path).with_context(|| format!("cannot open console '{path}'"))?;
     let events = conn.events().ok();
@@ -524,4 +527,67 @@ fn console_loop(conn: &Connection, name: &str) -> anyhow::Result<()> {
             None => std::thread::sleep(Duration::from_millis(50)),
         }
     }
+}
+
+/// `^]`, the escape that ends an interactive console.
+const ESCAPE: u8 = 0x1d;
+
+/// Relays a pty console both ways until `^]` or until the guest side closes.
+fn pty_console(path: &str) -> anyhow::Result<()> {
+    let pty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open console '{path}'"))?;
+    let stdin = std::io::stdin();
+    let saved = nix::sys::termios::tcgetattr(&stdin).ok();
+    if let Some(t) = &saved {
+        let mut raw = t.clone();
+        nix::sys::termios::cfmakeraw(&mut raw);
+        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw);
+    }
+    let mut writer = pty.try_clone()?;
+    let restore = saved.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut input = std::io::stdin();
+        while let Ok(n) = input.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Some(i) = buf[..n].iter().position(|&b| b == ESCAPE) {
+                let _ = writer.write_all(&buf[..i]);
+                // Leave as virsh does: restore the terminal and end the process
+                // (the main thread is blocked reading the guest side).
+                if let Some(t) = &restore {
+                    let _ = nix::sys::termios::tcsetattr(
+                        std::io::stdin(),
+                        nix::sys::termios::SetArg::TCSANOW,
+                        t,
+                    );
+                }
+                eprintln!();
+                std::process::exit(0);
+            }
+            if writer.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let mut reader = pty;
+    let mut out = std::io::stdout();
+    let mut buf = [0u8; 4096];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                out.write_all(&buf[..n])?;
+                out.flush()?;
+            }
+        }
+    }
+    if let Some(t) = saved {
+        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &t);
+    }
+    Ok(())
 }

@@ -51,6 +51,10 @@ pub struct Args {
     /// Serve qemu:///session even when running as root.
     #[arg(long)]
     pub session: bool,
+    /// Write "ready" to this inherited descriptor once serving, then close it
+    /// (used by clients that start a supervisor on demand).
+    #[arg(long, hide = true, value_name = "FD")]
+    pub ready_fd: Option<i32>,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -180,6 +184,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             })?;
     }
     tracing::info!(sockets = ?plan.sockets.iter().map(|s| &s.path).collect::<Vec<_>>(), "serving");
+    if let Some(fd) = args.ready_fd {
+        report_ready(fd);
+    }
     let served = server.run();
     driver.shutdown_driver();
     if let Some(p) = &args.pidfile {
@@ -188,6 +195,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     drop(lock);
     served?;
     Ok(())
+}
+
+/// Tells the process that started us that the socket accepts connections.
+fn report_ready(fd: i32) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: the descriptor was handed to us for exactly this purpose by the
+    // parent (--ready-fd); we take ownership and close it after writing.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = f.write_all(b"ready\n");
 }
 
 /// One handler per connection, all on the same driver.

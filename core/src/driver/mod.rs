@@ -16,9 +16,9 @@ pub mod registry;
 pub mod runtime;
 mod security;
 mod start;
-pub mod storage;
 pub mod state;
 pub mod status;
+pub mod storage;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -269,40 +269,25 @@ impl Driver {
         Ok(())
     }
 
-    /// Pauses the vCPUs.
+    /// Pauses the vCPUs. A paused domain stays paused (no error, as libvirt).
     pub fn suspend(&self, name: &str) -> Result<()> {
-        let entry = self.inner.lookup(name)?;
-        let _job = entry.job.lock();
-        let mon = self.inner.monitor_of(&entry)?;
-        if let DomainState::Paused(_) = entry.obj.lock().state {
-            return Ok(());
-        }
-        mon.execute("stop", None)
-            .map_err(|e| DriverError::OperationFailed(format!("stop: {e}")))?;
-        self.inner.set_state_and_emit(
-            &entry,
-            DomainState::Paused(PausedReason::User),
-            Lifecycle::Suspended(state::SuspendedDetail::Paused),
-        );
-        Ok(())
+        let paused = DomainState::Paused(PausedReason::User);
+        let event = Lifecycle::Suspended(state::SuspendedDetail::Paused);
+        self.inner.change_cpus(name, "stop", paused, event, |s| {
+            Ok(matches!(s, DomainState::Paused(_)))
+        })
     }
 
-    /// Resumes the vCPUs.
+    /// Resumes the vCPUs of a paused domain.
     pub fn resume(&self, name: &str) -> Result<()> {
-        let entry = self.inner.lookup(name)?;
-        let _job = entry.job.lock();
-        let mon = self.inner.monitor_of(&entry)?;
-        if let DomainState::Running(_) = entry.obj.lock().state {
-            return Err(DriverError::OperationInvalid("domain is not paused".into()));
-        }
-        mon.execute("cont", None)
-            .map_err(|e| DriverError::OperationFailed(format!("cont: {e}")))?;
-        self.inner.set_state_and_emit(
-            &entry,
-            DomainState::Running(RunningReason::Unpaused),
-            Lifecycle::Resumed,
-        );
-        Ok(())
+        let running = DomainState::Running(RunningReason::Unpaused);
+        self.inner
+            .change_cpus(name, "cont", running, Lifecycle::Resumed, |s| match s {
+                DomainState::Running(_) => Err(DriverError::OperationInvalid(
+                    "domain is already running".into(),
+                )),
+                _ => Ok(false),
+            })
     }
 
     /// All domains (or only running ones), in name order.
@@ -466,6 +451,41 @@ impl Inner {
             id,
             kind,
         });
+    }
+
+    /// Stops or starts the vCPUs with `command` unless `done(state)` says
+    /// there is nothing to do (or refuses).
+    /// The new state is set before the command so the STOP/RESUME event
+    /// QEMU sends meanwhile finds nothing to change: one lifecycle event,
+    /// with the API's reason (libvirt sets the reason before the command and
+    /// lets its event handler emit; here the API emits).
+    fn change_cpus(
+        &self,
+        name: &str,
+        command: &str,
+        target: DomainState,
+        event: Lifecycle,
+        done: impl Fn(DomainState) -> Result<bool>,
+    ) -> Result<()> {
+        let entry = self.lookup(name)?;
+        let _job = entry.job.lock();
+        let mon = self.monitor_of(&entry)?;
+        let before = {
+            let mut obj = entry.obj.lock();
+            if done(obj.state)? {
+                return Ok(());
+            }
+            std::mem::replace(&mut obj.state, target)
+        };
+        if let Err(e) = mon.execute(command, None) {
+            let mut obj = entry.obj.lock();
+            if obj.state == target {
+                obj.state = before;
+            }
+            return Err(DriverError::OperationFailed(format!("{command}: {e}")));
+        }
+        self.set_state_and_emit(&entry, target, event);
+        Ok(())
     }
 
     fn set_state_and_emit(&self, entry: &DomainEntry, state: DomainState, ev: Lifecycle) {

@@ -590,11 +590,20 @@ impl Inner {
         ctx.uid = uid;
         ctx.gid = gid;
         ctx.resources = resources.iter().cloned().collect();
-        ctx.settings = self.security_settings(live).into_iter().collect();
+        let layers = self.security_layers()?;
+        let mut settings = self.security_settings(live);
+        confinement_policy(
+            &live.name,
+            &layers,
+            &mut settings,
+            self.conf.security_default_confined,
+            self.conf.security_require_confined,
+        )?;
+        ctx.settings = settings.into_iter().collect();
         let mut setup = SecuritySetup {
             inner: self,
             ctx,
-            layers: self.security_layers()?,
+            layers,
             labels: Vec::new(),
             hooks: Vec::new(),
             cgroup: None,
@@ -777,6 +786,40 @@ impl Inner {
     }
 }
 
+/// qemu.conf's `security_default_confined = 0` makes confinement layers the
+/// domain has no `<seclabel>` for `type='none'`; `security_require_confined
+/// = 1` refuses a domain one of those layers would leave unconfined.
+fn confinement_policy(
+    domain: &str,
+    layers: &[Layer],
+    settings: &mut Vec<Setting>,
+    default_confined: bool,
+    require_confined: bool,
+) -> Result<()> {
+    for layer in layers.iter().filter(|l| l.model != "dac") {
+        let key = format!("seclabel.{}.type", layer.model);
+        let explicit = settings
+            .iter()
+            .find(|s| s.key.as_str() == key)
+            .map(|s| s.value.to_string());
+        let kind = match explicit {
+            Some(k) => k,
+            None if !default_confined => {
+                settings.push(Setting::new(key, "none"));
+                "none".to_string()
+            }
+            None => "dynamic".to_string(),
+        };
+        if require_confined && kind == "none" {
+            return Err(DriverError::ConfigUnsupported(format!(
+                "Unconfined guests are not allowed on this host (domain '{domain}', security driver '{}')",
+                layer.model
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn security_error(domain: &str, model: &str, msg: String) -> DriverError {
     DriverError::OperationFailed(format!(
         "domain '{domain}': security driver '{model}': {msg}"
@@ -802,6 +845,15 @@ fn set_live_seclabel(live: &mut Domain, model: &str, xml: &str) {
         // A static label the user wrote stays as written.
         Some(existing) if existing.get_attr("type") == Some("static") => {}
         Some(existing) => *existing = el,
+        // libvirt lists the confinement model first and DAC last.
+        None if model != "dac" => {
+            let at = live
+                .seclabels
+                .iter()
+                .position(|s| s.get_attr("model") == Some("dac"))
+                .unwrap_or(live.seclabels.len());
+            live.seclabels.insert(at, el);
+        }
         None => live.seclabels.push(el),
     }
 }
@@ -970,6 +1022,34 @@ mod tests {
         );
         let lines: Vec<String> = rules.iter().map(|r| r.v1_line()).collect();
         assert_eq!(lines, vec!["c 1:5 rw", "c 136:* rw", "c 1:3 r"]);
+    }
+
+    #[test]
+    fn unconfined_domains_follow_the_default_and_require_settings() {
+        let layers = vec![
+            Layer {
+                model: "dac".into(),
+                plugin: "security-dac".into(),
+                phase: 1,
+            },
+            Layer {
+                model: "landlock".into(),
+                plugin: "security-landlock".into(),
+                phase: 2,
+            },
+        ];
+        let mut s = Vec::new();
+        confinement_policy("d", &layers, &mut s, false, false).unwrap();
+        assert_eq!(s, vec![Setting::new("seclabel.landlock.type", "none")]);
+        let e = confinement_policy("d", &layers, &mut s, true, true).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("Unconfined guests are not allowed on this host"),
+            "{e}"
+        );
+        let mut s = Vec::new();
+        confinement_policy("d", &layers, &mut s, true, true).unwrap();
+        assert!(s.is_empty());
     }
 
     #[test]

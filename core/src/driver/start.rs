@@ -571,6 +571,8 @@ impl Inner {
             let _ = kill_and_reap(spawned.child);
             return Err(DriverError::Internal("monitor events already taken".into()));
         };
+        let mut live = live;
+        resolve_pty_paths(&monitor, &mut live);
 
         let exited = Arc::new(ExitSignal::default());
         let actor = {
@@ -891,6 +893,40 @@ fn check_disk_sources(def: &Domain) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Fills in the `/dev/pts/N` paths QEMU chose for `pty` character devices,
+/// as libvirt does from `query-chardev`, so the live XML and `console` know them.
+fn resolve_pty_paths(monitor: &QmpClient, def: &mut Domain) {
+    use qvisor_domain::ChrType;
+    let Ok(list) = monitor.execute("query-chardev", None) else {
+        return;
+    };
+    let ptys: BTreeMap<String, String> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let label = c.get("label")?.as_str()?;
+            let path = c.get("filename")?.as_str()?.strip_prefix("pty:")?;
+            Some((label.to_string(), path.to_string()))
+        })
+        .collect();
+    let devices = &mut def.devices;
+    for chr in devices
+        .serials
+        .iter_mut()
+        .chain(devices.consoles.iter_mut())
+    {
+        if chr.source.kind != ChrType::Pty {
+            continue;
+        }
+        if let Some(alias) = &chr.info.alias {
+            if let Some(path) = ptys.get(&format!("char{alias}")) {
+                chr.source.path = Some(path.clone());
+            }
+        }
+    }
 }
 
 #[cfg(test)]
