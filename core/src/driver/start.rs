@@ -571,7 +571,6 @@ impl Inner {
             let _ = kill_and_reap(spawned.child);
             return Err(DriverError::Internal("monitor events already taken".into()));
         };
-        let mut live = live;
         resolve_pty_paths(&monitor, &mut live);
 
         let exited = Arc::new(ExitSignal::default());
