@@ -582,6 +582,12 @@ fn the_apparmor_profile_lists_exactly_the_domains_files_and_parses() {
         live.contains(&format!("<label>libvirt-{uuid}</label>")),
         "{live}"
     );
+    // Kept while the domain is defined, gone with it.
+    e.ok(&["destroy", "aa"]);
+    assert!(profile.exists());
+    e.ok(&["undefine", "aa"]);
+    assert!(!profile.exists(), "profile left after undefine");
+    assert!(!dir.join(format!("libvirt-{uuid}.files")).exists());
 }
 
 #[test]

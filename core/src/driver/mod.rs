@@ -688,6 +688,7 @@ impl Inner {
             self.save_status_logged(&entry);
         } else {
             self.registry.lock().remove(name);
+            self.security_undefined(name, &entry.uuid);
         }
         let id = entry.obj.lock().id;
         self.emit(&entry, id, EventKind::Lifecycle(Lifecycle::Undefined));

@@ -733,6 +733,39 @@ impl Inner {
         self.teardown_security(&name, &uuid, st.id, &plugins);
     }
 
+    /// A domain was undefined: every security plugin forgets it for good
+    /// (`Release` with `undefined=1`: AppArmor removes its profile files).
+    pub(crate) fn security_undefined(&self, name: &str, uuid: &[u8; 16]) {
+        let def = Domain {
+            name: name.to_string(),
+            ..Domain::default()
+        };
+        let ctx = DomainContext {
+            name: name.into(),
+            uuid: qvisor_domain::Uuid(*uuid).to_string().into(),
+            virt_type: Default::default(),
+            emulator: Default::default(),
+            xml: Default::default(),
+            private_dir: Default::default(),
+            uid: 0,
+            gid: 0,
+            resources: Default::default(),
+            settings: self
+                .security_settings(&def)
+                .into_iter()
+                .chain([Setting::new("undefined", "1")])
+                .collect(),
+            labels: Default::default(),
+        };
+        let plugins: Vec<String> = self
+            .plugin_statuses
+            .iter()
+            .filter(|s| s.kind() == Some(PluginKind::Security) && s.description.is_some())
+            .map(|s| s.name())
+            .collect();
+        self.release_layers(&ctx, &plugins);
+    }
+
     fn release_layers(&self, ctx: &DomainContext, plugins: &[String]) {
         let mut seen = Vec::new();
         for p in plugins {

@@ -245,6 +245,26 @@ impl QvisorPlugin for AppArmorPlugin {
     }
 
     fn release(&self, ctx: &DomainContext) -> Result<(), PluginError> {
+        if ctx.setting("undefined") == Some("1") && !ctx.uuid.is_empty() {
+            // The domain is gone for good: so are its profile files.
+            let dir = profile_dir(ctx);
+            let name = profile_name(ctx.uuid.as_str());
+            let profile = dir.join(&name);
+            if self.state.enabled && profile.exists() {
+                let _ = run_parser(&self.parser, &["-R"], &profile);
+            }
+            for f in [profile, dir.join(format!("{name}.files"))] {
+                if let Err(e) = std::fs::remove_file(&f) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        self.host.warn(&format!(
+                            "domain '{}': cannot remove '{}': {e}",
+                            ctx.name,
+                            f.display()
+                        ));
+                    }
+                }
+            }
+        }
         self.tokens.lock().retain(|(uuid, token)| {
             if uuid == ctx.uuid.as_str() {
                 self.onexec.remove(*token);

@@ -109,6 +109,9 @@ impl QvisorPlugin for LandlockPlugin {
     }
 
     fn confine(&self, ctx: &DomainContext) -> Result<Option<u64>, PluginError> {
+        if ctx.setting("seclabel.landlock.type") == Some("none") {
+            return Ok(None);
+        }
         let version = kernel_abi()
             .map_err(|r| PluginError::unsupported(format!("domain '{}': {r}", ctx.name)))?;
         let fd = self
