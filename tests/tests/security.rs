@@ -141,6 +141,14 @@ fn an_unprivileged_qemu_has_no_capabilities_boots_and_owners_come_back() {
     // Only its owner may read it: QEMU gets it through the hand-over.
     std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let serial = e.scratch().join("serial.log");
+    // A second image that must keep its owner (<seclabel relabel='no'>).
+    let keep = e.scratch().join("keep.img");
+    image(&keep, 0);
+    chown(&keep, OWNER);
+    let keep_disk = format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}'><seclabel model='dac' relabel='no'/></source><target dev='vdb' bus='virtio'/><readonly/></disk>",
+        keep.display()
+    );
     define(
         &e,
         "dac",
@@ -148,7 +156,7 @@ fn an_unprivileged_qemu_has_no_capabilities_boots_and_owners_come_back() {
             "dac",
             Some(&guest),
             Some(&serial),
-            &file_disk(&disk, "vda", ""),
+            &(file_disk(&disk, "vda", "") + &keep_disk),
         ),
     );
 
@@ -171,6 +179,7 @@ fn an_unprivileged_qemu_has_no_capabilities_boots_and_owners_come_back() {
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
     assert_eq!(owner(&disk), (QEMU_UID, QEMU_GID));
     assert_eq!(owner(&guest.join("vmlinuz")), (QEMU_UID, QEMU_GID));
+    assert_eq!(owner(&keep), OWNER, "relabel='no' was not honoured");
     let live = e.ok(&["dumpxml", "dac"]);
     assert!(
         live.contains(&format!("<label>+{QEMU_UID}:+{QEMU_GID}</label>")),

@@ -309,6 +309,19 @@ fn seclabel_settings(def: &Domain) -> Vec<Setting> {
             }
         }
     }
+    // A disk's own `<source><seclabel model=... relabel='no'/>`: that image
+    // keeps its owner/label under that model (one setting per image).
+    for disk in &def.devices.disks {
+        let (Some(src), Some(path)) = (disk.source.as_ref(), disk.source_path()) else {
+            continue;
+        };
+        for s in src.residue.children.iter().filter(|c| c.is("seclabel")) {
+            if s.get_attr("relabel") == Some("no") {
+                let model = s.get_attr("model").unwrap_or("none");
+                out.push(Setting::new(format!("norelabel.{model}"), path));
+            }
+        }
+    }
     out
 }
 
@@ -1118,6 +1131,15 @@ mod tests {
         );
         let s = seclabel_settings(&def);
         assert!(s.contains(&Setting::new("seclabel.selinux.type", "static")));
+        let def = parse(
+            "<domain type='qemu'><name>a</name><memory>1</memory><os><type>hvm</type></os><devices>\
+             <disk type='file' device='disk'><source file='/i/keep.img'><seclabel model='dac' relabel='no'/></source><target dev='vda'/></disk>\
+             </devices></domain>",
+        );
+        assert_eq!(
+            seclabel_settings(&def),
+            vec![Setting::new("norelabel.dac", "/i/keep.img")]
+        );
         assert!(s.contains(&Setting::new("seclabel.dac.label", "+0:+0")));
     }
 }

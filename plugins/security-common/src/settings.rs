@@ -8,6 +8,8 @@
 //! | `privileged` | `1` for a root driver |
 //! | `profile_root` | where per-domain MAC profiles live (`/etc/apparmor.d` for the system driver, `$root/etc/apparmor.d` embedded) |
 //! | `seclabel.<model>.<field>` | the domain's `<seclabel model=...>`: `type`, `relabel`, `label`, `imagelabel`, `baselabel` |
+//! | `norelabel.<model>` | an image whose `<source><seclabel model=... relabel='no'/>` keeps it as it is (one entry per image) |
+//! | `undefined` | `1` in a `Release` sent when the domain was undefined |
 
 /// The boolean value of `key` in `settings`, `default` when absent.
 pub fn flag<'a>(

@@ -127,7 +127,15 @@ impl QvisorPlugin for DacPlugin {
             if !seen.insert(r.path.as_str()) {
                 continue;
             }
-            let policy = policy_for(r, ctx.private_dir.as_str());
+            let keep = ctx
+                .settings
+                .iter()
+                .any(|s| s.key.as_str() == "norelabel.dac" && s.value == r.path);
+            let policy = if keep {
+                Policy::Skip
+            } else {
+                policy_for(r, ctx.private_dir.as_str())
+            };
             let mut note = |m: String| self.host.info(&format!("domain '{}': {m}", ctx.name));
             match hand_over(
                 Path::new(r.path.as_str()),

@@ -214,6 +214,13 @@ impl Labeller {
         let mut files = Vec::new();
         if sec.relabel {
             for r in ctx.resources.iter() {
+                let keep = ctx
+                    .settings
+                    .iter()
+                    .any(|s| s.key.as_str() == "norelabel.selinux" && s.value == r.path);
+                if keep {
+                    continue;
+                }
                 if let Some((label, restore)) = file_label(r, &image, &self.policy) {
                     if !files.iter().any(|(p, _, _)| p == r.path.as_str()) {
                         files.push((r.path.to_string(), label, restore));
