@@ -266,6 +266,60 @@ pub fn check_searchable(path: &Path, uid: u32, gid: u32, groups: &[u32]) -> Resu
     Ok(())
 }
 
+/// Checks that `uid`/`gid`/`groups` may open the device node `path` (which
+/// DAC never hands over: `/dev/kvm` and the like stay the system's). The
+/// error names the group to join.
+pub fn check_device_access(
+    path: &Path,
+    write: bool,
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+) -> Result<(), String> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.mode();
+    let (r, w) = if meta.uid() == uid {
+        (libc::S_IRUSR, libc::S_IWUSR)
+    } else if meta.gid() == gid || groups.contains(&meta.gid()) {
+        (libc::S_IRGRP, libc::S_IWGRP)
+    } else {
+        (libc::S_IROTH, libc::S_IWOTH)
+    };
+    if mode & r != 0 && (!write || mode & w != 0) {
+        return Ok(());
+    }
+    let group = group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string());
+    Err(format!(
+        "QEMU (uid {uid}, gid {gid}) cannot open '{}' {} (mode {:04o}, owner {}:{}); add the QEMU user to group '{group}' or set qemu.conf 'group' to it",
+        path.display(),
+        if write { "read-write" } else { "read-only" },
+        mode & 0o7777,
+        meta.uid(),
+        meta.gid(),
+    ))
+}
+
+/// The name of group `gid`, if the group database knows it.
+fn group_name(gid: u32) -> Option<String> {
+    // SAFETY: group is a plain C struct; all-zero is a valid empty value.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call; `buf` backs the strings.
+    let r = unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if r != 0 || result.is_null() {
+        return None;
+    }
+    // SAFETY: gr_name is a NUL-terminated string inside `buf`.
+    Some(
+        unsafe { std::ffi::CStr::from_ptr(gr.gr_name) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +376,20 @@ mod tests {
         // The owner of the directory may pass.
         let meta = std::fs::metadata(&closed).unwrap();
         assert!(check_searchable(&file, meta.uid(), meta.gid(), &[]).is_ok());
+    }
+
+    #[test]
+    fn a_device_the_user_cannot_open_names_its_group() {
+        // /dev/null is world read-write; /dev/mem is root's alone.
+        assert!(check_device_access(Path::new("/dev/null"), true, 64000, 64000, &[]).is_ok());
+        if Path::new("/dev/mem").exists() {
+            let e =
+                check_device_access(Path::new("/dev/mem"), true, 64000, 64000, &[]).unwrap_err();
+            assert!(
+                e.contains("'/dev/mem' read-write") && e.contains("add the QEMU user to group"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,9 @@ use qvisor_security_common::settings::{flag, seclabel_key};
 use qvisor_security_common::slots::Slots;
 
 use crate::identity::{supplementary_groups, Identity};
-use crate::ownership::{check_searchable, give_back, hand_over, Policy, Restore};
+use crate::ownership::{
+    check_device_access, check_searchable, give_back, hand_over, Policy, Restore,
+};
 
 /// How many domains may be between `confine` and `release` at once.
 const MAX_DOMAINS: usize = 4096;
@@ -107,6 +109,16 @@ impl QvisorPlugin for DacPlugin {
                 }
                 check_searchable(Path::new(r.path.as_str()), uid, gid, &groups)
                     .map_err(|m| PluginError::invalid(format!("domain '{}': {m}", ctx.name)))?;
+                if r.kind == ResourceKind::Device {
+                    check_device_access(
+                        Path::new(r.path.as_str()),
+                        r.access == Access::ReadWrite,
+                        uid,
+                        gid,
+                        &groups,
+                    )
+                    .map_err(|m| PluginError::invalid(format!("domain '{}': {m}", ctx.name)))?;
+                }
             }
         }
         let mut records = vec![LabelRecord {
