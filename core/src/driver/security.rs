@@ -536,6 +536,7 @@ impl Inner {
             ),
             Setting::new("privileged", flag(self.paths.privileged)),
             Setting::new("profile_root", profile_root.display().to_string()),
+            Setting::new("state_dir", self.paths.state_dir.display().to_string()),
         ];
         s.extend(seclabel_settings(def));
         s

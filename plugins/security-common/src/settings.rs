@@ -9,6 +9,7 @@
 //! | `profile_root` | where per-domain MAC profiles live (`/etc/apparmor.d` for the system driver, `$root/etc/apparmor.d` embedded) |
 //! | `seclabel.<model>.<field>` | the domain's `<seclabel model=...>`: `type`, `relabel`, `label`, `imagelabel`, `baselabel` |
 //! | `norelabel.<model>` | an image whose `<source><seclabel model=... relabel='no'/>` keeps it as it is (one entry per image) |
+//! | `state_dir` | the connection's status files (`<domstatus>` of running domains) |
 //! | `undefined` | `1` in a `Release` sent when the domain was undefined |
 
 /// The boolean value of `key` in `settings`, `default` when absent.

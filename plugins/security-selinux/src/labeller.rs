@@ -192,9 +192,13 @@ impl Labeller {
                 (process, image, process_range(&label))
             }
             "dynamic" => {
+                let taken = ctx
+                    .setting("state_dir")
+                    .map(|d| recorded_pairs(Path::new(d)))
+                    .unwrap_or_default();
                 let mcs = self
                     .mcs
-                    .allocate(&self.policy.categories, rng)
+                    .allocate_avoiding(&self.policy.categories, rng, &taken)
                     .map_err(|e| e.to_string())?;
                 let base = match &sec.baselabel {
                     Some(b) => {
@@ -356,6 +360,45 @@ impl Labeller {
     }
 }
 
+/// The dynamic SELinux category pairs recorded in the status files of
+/// running domains under `state_dir` (`<domstatus>` documents holding the
+/// live XML): pairs a restarted supervisor must not hand out again.
+pub fn recorded_pairs(state_dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let Ok(rd) = std::fs::read_dir(state_dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        if e.path().extension().is_none_or(|x| x != "xml") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        for part in text.split("<seclabel").skip(1) {
+            let head = part.split('>').next().unwrap_or_default();
+            let model_selinux =
+                head.contains("model='selinux'") || head.contains("model=\"selinux\"");
+            let dynamic = head.contains("type='dynamic'") || head.contains("type=\"dynamic\"");
+            if !(model_selinux && dynamic) {
+                continue;
+            }
+            let body = part.split("</seclabel>").next().unwrap_or_default();
+            if let Some(label) = body
+                .split_once("<label>")
+                .and_then(|(_, r)| r.split_once("</label>"))
+                .map(|(l, _)| l.trim())
+            {
+                let range = process_range(label);
+                if !range.is_empty() {
+                    out.insert(range);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The range part of a context text.
 fn process_range(label: &str) -> String {
     Context::parse(label).map(|c| c.range).unwrap_or_default()
@@ -436,6 +479,36 @@ mod tests {
             ]
         );
         assert!(l.mcs.in_use("s0:c3,c12"));
+    }
+
+    #[test]
+    fn pairs_in_status_files_of_running_domains_are_not_reused() {
+        let dir =
+            std::env::temp_dir().join(format!("qvisor-selinux-status-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("old.xml"),
+            "<domstatus state='running'><domain type='kvm'><name>old</name>\
+             <seclabel type='dynamic' model='selinux' relabel='yes'>\
+             <label>system_u:system_r:svirt_t:s0:c7,c8</label></seclabel>\
+             <seclabel type='dynamic' model='dac' relabel='yes'><label>+0:+0</label></seclabel>\
+             </domain></domstatus>",
+        )
+        .unwrap();
+        let pairs = recorded_pairs(&dir);
+        let mut l = Labeller::default();
+        let d = dir.display().to_string();
+        let p = l
+            .plan(
+                &ctx("kvm", &[("state_dir", d.as_str())], vec![]),
+                &mut Script(vec![8, 7, 1, 9]),
+            )
+            .unwrap()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(pairs, ["s0:c7,c8".to_string()].into());
+        assert_eq!(p.mcs, "s0:c1,c9");
     }
 
     #[test]

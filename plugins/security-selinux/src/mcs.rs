@@ -103,6 +103,17 @@ impl Mcs {
         range: &CategoryRange,
         rng: &mut dyn Random,
     ) -> Result<String, McsError> {
+        self.allocate_avoiding(range, rng, &BTreeSet::new())
+    }
+
+    /// [`Mcs::allocate`], also avoiding `taken` (pairs of running domains
+    /// this instance did not allocate: adopted after a supervisor restart).
+    pub fn allocate_avoiding(
+        &mut self,
+        range: &CategoryRange,
+        rng: &mut dyn Random,
+        taken: &BTreeSet<String>,
+    ) -> Result<String, McsError> {
         let span = range.max - range.min + 1;
         if span < 8 {
             return Err(McsError(format!(
@@ -117,7 +128,7 @@ impl Mcs {
             }
             let (lo, hi) = (a.min(b) + range.min, a.max(b) + range.min);
             let mcs = format!("{}:c{lo},c{hi}", range.sensitivity);
-            if self.used.insert(mcs.clone()) {
+            if !taken.contains(&mcs) && self.used.insert(mcs.clone()) {
                 return Ok(mcs);
             }
         }
@@ -203,6 +214,16 @@ pub(crate) mod tests {
             .allocate(&range(), &mut Script(vec![10, 20, 11, 20]))
             .unwrap();
         assert_eq!(got, "s0:c11,c20");
+    }
+
+    #[test]
+    fn pairs_of_adopted_domains_are_avoided() {
+        let mut m = Mcs::default();
+        let taken: BTreeSet<String> = ["s0:c1,c2".to_string()].into();
+        let got = m
+            .allocate_avoiding(&range(), &mut Script(vec![2, 1, 3, 4]), &taken)
+            .unwrap();
+        assert_eq!(got, "s0:c3,c4");
     }
 
     #[test]
