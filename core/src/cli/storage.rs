@@ -174,6 +174,7 @@ pub struct VolCreateAsArgs {
     /// Name of the volume.
     pub name: String,
     /// Size of the volume, as scaled integer (default bytes): 1G, 512M, 10GiB.
+    #[arg(allow_hyphen_values = true)]
     pub capacity: String,
     /// Initial allocation, as scaled integer (default bytes).
     #[arg(long)]

@@ -236,7 +236,7 @@ impl Store {
             .filter_map(|e| {
                 let n = e.file_name().into_string().ok()?;
                 let stem = n.strip_suffix(".xml")?;
-                (!stem.starts_with('.') && e.file_type().ok()?.is_file()).then(|| stem.to_string())
+                e.file_type().ok()?.is_file().then(|| stem.to_string())
             })
             .collect();
         names.sort();
@@ -245,7 +245,7 @@ impl Store {
 
     /// The pool named `name`.
     pub fn load(&self, name: &str) -> Result<Pool> {
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             return Err(StorageError::NoPool(name.to_string()));
         }
         let path = self.config_path(name);

@@ -390,6 +390,12 @@ pub fn create(
     let pool = store.lookup(pool)?;
     pool.require_active()?;
     let def = VolDef::parse(xml)?;
+    if def.name.starts_with(PARTIAL_PREFIX) {
+        return Err(StorageError::InvalidArg(format!(
+            "volume name '{}' is reserved for volumes being created",
+            def.name
+        )));
+    }
     let format = def.format.clone().unwrap_or_else(|| "raw".into());
     if !CREATABLE_FORMATS.contains(&format.as_str()) {
         return Err(StorageError::Unsupported(format!(
