@@ -431,6 +431,54 @@ mod tests {
         );
     }
 
+    fn cpu_arg(cl: &CommandLine) -> String {
+        let a = cl.args();
+        let i = a.iter().position(|t| t == "-cpu").unwrap();
+        a[i + 1].clone()
+    }
+
+    fn with_cpu(cpu: &str) -> Domain {
+        domain(&(MINIMAL.replace("<devices>", &format!("{cpu}<devices>")) + "</domain>"))
+    }
+
+    #[test]
+    fn custom_cpu_disables_features_the_map_removed_from_its_model() {
+        let def = with_cpu("<cpu mode='custom'><model>EPYC</model></cpu>");
+        assert_eq!(cpu_arg(&build_with(&def, &caps(&[]))), "EPYC,monitor=off");
+        let def = with_cpu(
+            "<cpu mode='custom'><model>EPYC</model>\
+             <feature policy='require' name='monitor'/></cpu>",
+        );
+        assert_eq!(cpu_arg(&build_with(&def, &caps(&[]))), "EPYC,monitor=on");
+    }
+
+    #[test]
+    fn disabled_cpu_features_unknown_to_qemu_are_dropped() {
+        use qvisor_caps::{Accel, CpuPropValue, CpuProperty, HostCpuInfo};
+        let mut c = caps(&[]);
+        let prop = |name: &str| CpuProperty {
+            name: name.into(),
+            value: CpuPropValue::Boolean(false),
+            migratable: None,
+        };
+        c.accel_mut(Accel::Kvm).host_cpu = Some(HostCpuInfo {
+            model: "base".into(),
+            migratability: true,
+            props: vec![prop("intel-pt"), prop("tsc-adjust")],
+        });
+        let def = with_cpu(
+            "<cpu mode='custom'><model>Icelake-Server</model>\
+             <feature policy='disable' name='pconfig'/>\
+             <feature policy='disable' name='tsc_adjust'/>\
+             <feature policy='require' name='vmx'/>\
+             <feature policy='disable' name='osxsave'/></cpu>",
+        );
+        assert_eq!(
+            cpu_arg(&build_with(&def, &c)),
+            "Icelake-Server,tsc-adjust=off,vmx=on,intel-pt=off"
+        );
+    }
+
     #[test]
     fn monitor_descriptor_is_recorded_for_the_child() {
         let cl = build_with(&domain(&format!("{MINIMAL}</domain>")), &caps(&[]));

@@ -26,7 +26,75 @@ pub(super) fn prepare(
     device_bootorder(def);
     crate::usb::assign_usb_ports(def)?;
     host_model_cpu(def, caps)?;
+    update_guest_cpu(def, caps);
     Ok(())
+}
+
+/// Features libvirt's x86 CPU map lists as `removed='yes'` in a model
+/// (libvirt 9.0 `src/cpu_map/x86_*.xml`): QEMU's model of that name still
+/// enables them, libvirt's does not, so a guest using the model gets them
+/// disabled explicitly unless it mentions them.
+const X86_REMOVED_FEATURES: &[(&str, &[&str])] = &[
+    ("Dhyana", &["monitor"]),
+    ("EPYC", &["monitor"]),
+    ("EPYC-IBPB", &["monitor"]),
+    ("Icelake-Client", &["intel-pt"]),
+    ("Icelake-Client-noTSX", &["intel-pt"]),
+    ("Icelake-Server", &["intel-pt"]),
+    ("Icelake-Server-noTSX", &["intel-pt"]),
+    ("Opteron_G3", &["monitor"]),
+];
+
+/// Features libvirt never passes to QEMU on x86
+/// (`virQEMUCapsCPUFilterFeatures`).
+const X86_FILTERED_FEATURES: &[&str] = &["cmt", "mbm_total", "mbm_local", "osxsave", "ospke"];
+
+/// The x86 feature updates of `qemuProcessUpdateGuestCPU` for a guest CPU
+/// with a model: the model's removed features become explicitly disabled
+/// (`virCPUx86DisableRemovedFeatures`), features libvirt filters are
+/// dropped, and disabled features QEMU does not know at all (absent from
+/// the host-CPU expansion of the accelerator) are dropped, since QEMU has
+/// them off anyway.
+fn update_guest_cpu(def: &mut Domain, caps: &qvisor_caps::QemuCaps) {
+    use qvisor_caps::probe::tables::cpu_feature_from_qemu;
+    use qvisor_domain::CpuFeature;
+    let accel = accel_of(def);
+    let Some(cpu) = def.cpu.as_mut() else {
+        return;
+    };
+    let mode = cpu.mode.unwrap_or(CpuMode::Custom);
+    if (mode == CpuMode::Custom && cpu.model.is_none()) || !caps.is_x86() {
+        return;
+    }
+    if mode == CpuMode::Custom {
+        let removed = cpu.model.as_deref().and_then(|m| {
+            X86_REMOVED_FEATURES
+                .iter()
+                .find(|(name, _)| *name == m)
+                .map(|(_, f)| *f)
+        });
+        for name in removed.unwrap_or_default() {
+            if !cpu.features.iter().any(|f| f.name == *name) {
+                cpu.features.push(CpuFeature {
+                    policy: CpuFeaturePolicy::Disable,
+                    name: (*name).to_string(),
+                });
+            }
+        }
+    }
+    cpu.features
+        .retain(|f| !X86_FILTERED_FEATURES.contains(&f.name.as_str()));
+    if let Some(info) = caps.host_cpu(accel) {
+        cpu.features.retain(|f| {
+            !matches!(
+                f.policy,
+                CpuFeaturePolicy::Disable | CpuFeaturePolicy::Forbid
+            ) || info
+                .props
+                .iter()
+                .any(|p| cpu_feature_from_qemu(&caps.arch, &p.name) == f.name)
+        });
+    }
 }
 
 /// A host-model guest CPU becomes the custom model libvirt derives from
