@@ -295,10 +295,17 @@ impl Disk {
             e.take_attr("snapshot");
         }
         let shareable = e.take_child("shareable").is_some();
-        let serial = text_of(&mut e, "serial");
+        // identification strings are kept verbatim, spaces included
+        // (libvirt reads them with XPath string())
+        let raw = |e: &mut Element, n: &str| {
+            e.take_child(n)
+                .and_then(|c| c.text)
+                .filter(|t| !t.is_empty())
+        };
+        let serial = raw(&mut e, "serial");
         let wwn = text_of(&mut e, "wwn");
-        let vendor = text_of(&mut e, "vendor");
-        let product = text_of(&mut e, "product");
+        let vendor = raw(&mut e, "vendor");
+        let product = raw(&mut e, "product");
         let info = DeviceInfo::take(&mut e, opts.inactive)?;
         Ok(Disk {
             kind,
@@ -542,6 +549,27 @@ fn format_disk_source(s: &DiskSource, kind: DiskType) -> Element {
     }
     e.merge_residue(&s.residue, SOURCE_ORDER);
     e
+}
+
+/// Inserts a parsed disk where libvirt's `virDomainDiskInsert` puts it:
+/// among the disks of the same (written) bus, ordered by target index.
+pub fn insert_disk(list: &mut Vec<Disk>, disk: Disk) -> usize {
+    let index = |d: &Disk| disk_name_to_index(&d.target.dev).map_or(-1, i64::from);
+    let new_index = index(&disk);
+    let mut insert_at = None;
+    for (i, cur) in list.iter().enumerate().rev() {
+        if cur.target.bus != disk.target.bus {
+            continue;
+        }
+        if index(cur) > new_index {
+            insert_at = Some(i);
+        } else if insert_at.is_none() {
+            insert_at = Some(i + 1);
+        }
+    }
+    let pos = insert_at.unwrap_or(list.len());
+    list.insert(pos, disk);
+    pos
 }
 
 /// Maps a disk target name (`vdb`, `hdc`, `sdaa`) to its index (1, 2, 26).
@@ -2380,7 +2408,10 @@ impl Devices {
                     let mut c = c;
                     d.emulator = c.take_text();
                 }
-                "disk" => d.disks.push(Disk::parse(c, opts)?),
+                "disk" => {
+                    let disk = Disk::parse(c, opts)?;
+                    insert_disk(&mut d.disks, disk);
+                }
                 "controller" => {
                     let c = Controller::parse(c, opts)?;
                     insert_controller(&mut d.controllers, c);
@@ -2545,6 +2576,32 @@ mod tests {
             .map(|c| format!("{}{}", c.name, c.get_attr("name").unwrap_or("")))
             .collect();
         assert_eq!(names, ["channelmain", "channelinputs", "mouse"]);
+    }
+
+    #[test]
+    fn disks_are_ordered_by_target_within_a_bus() {
+        let d = devices(
+            "<disk><target dev='vdb' bus='virtio'/></disk>\
+             <disk><target dev='hda' bus='ide'/></disk>\
+             <disk><target dev='vda' bus='virtio'/></disk>",
+        );
+        let devs: Vec<&str> = d.disks.iter().map(|d| d.target.dev.as_str()).collect();
+        assert_eq!(devs, ["vda", "vdb", "hda"]);
+    }
+
+    #[test]
+    fn disk_serial_keeps_its_spaces() {
+        let d = devices("<disk><target dev='vda'/><serial>  WD-1 </serial></disk>");
+        assert_eq!(d.disks[0].serial.as_deref(), Some("  WD-1 "));
+    }
+
+    #[test]
+    fn repeated_singleton_children_are_ignored_like_libvirt() {
+        let d = devices(
+            "<sound model='ac97'><address type='pci' slot='3'/><address type='pci' slot='x'/></sound>",
+        );
+        assert!(d.sounds[0].residue.children.is_empty());
+        assert_eq!(d.sounds[0].info.pci().map(|a| a.slot), Some(3));
     }
 
     #[test]

@@ -127,7 +127,7 @@ pub fn expand(def: &mut Domain, ctx: &mut ExpandContext<'_>) -> Result<()> {
     cpu_post_parse(def, caps, &arch);
 
     // per-device post-parse
-    isa_serial_post_parse(def, &arch);
+    isa_serial_post_parse(def, &arch)?;
     device_post_parse(def, caps, &arch, &machine, ctx)?;
 
     // virDomainDefPostParseCommon
@@ -536,7 +536,7 @@ fn cpu_post_parse(def: &mut Domain, caps: &QemuCaps, arch: &str) {
     }
 }
 
-fn isa_serial_post_parse(def: &mut Domain, arch: &str) {
+fn isa_serial_post_parse(def: &mut Domain, arch: &str) -> Result<()> {
     // console compat: an hvm console of type serial (or none) with no
     // serial port makes libvirt add a serial port it mirrors
     if def.os.os_type == "hvm" && def.devices.serials.is_empty() {
@@ -552,16 +552,46 @@ fn isa_serial_post_parse(def: &mut Domain, arch: &str) {
             }
         }
     }
+    // virDomainChrIsaSerialDefPostParse: serials that say isa-serial take
+    // the free ISA ports first
+    let mut used = [false; MAX_ISA_SERIAL_PORTS];
+    let isa = |s: &ChrDevice| s.target.kind.as_deref() == Some("isa-serial");
+    for (n, s) in def.devices.serials.iter().filter(|s| isa(s)).enumerate() {
+        let port = s.target.port.map(|p| p as usize);
+        if n >= MAX_ISA_SERIAL_PORTS || port.is_some_and(|p| p >= MAX_ISA_SERIAL_PORTS) {
+            return Err(Error::Internal(format!(
+                "Maximum supported number of ISA serial ports is '{MAX_ISA_SERIAL_PORTS}'"
+            )));
+        }
+        if let Some(p) = port {
+            if used[p] {
+                return Err(Error::Internal(format!(
+                    "target port '{p}' already allocated"
+                )));
+            }
+            used[p] = true;
+        }
+    }
+    for s in def.devices.serials.iter_mut() {
+        if isa(s) && s.target.port.is_none() {
+            if let Some(free) = used.iter().position(|u| !u) {
+                used[free] = true;
+                s.target.port = Some(free as u32);
+            }
+        }
+    }
+    // per device (qemuDomainChrDefPostParse, virDomainChrDefPostParse): the
+    // target type, then a port one above the highest of the same kind
     let x86 = is_x86(arch);
-    let mut next_port = 0;
-    for s in &mut def.devices.serials {
+    for i in 0..def.devices.serials.len() {
+        let next = next_chr_port(&def.devices.serials);
+        let s = &mut def.devices.serials[i];
         if s.target.kind.is_none() && x86 {
             s.target.kind = Some("isa-serial".into());
         }
         if s.target.port.is_none() {
-            s.target.port = Some(next_port);
+            s.target.port = Some(next);
         }
-        next_port = s.target.port.unwrap_or(0) + 1;
         if s.target.model.is_none() {
             s.target.model = match s.target.kind.as_deref() {
                 Some("isa-serial") => Some("isa-serial".into()),
@@ -573,7 +603,9 @@ fn isa_serial_post_parse(def: &mut Domain, arch: &str) {
         }
     }
     let first_serial = def.devices.serials.first().cloned();
-    for (i, c) in def.devices.consoles.iter_mut().enumerate() {
+    for i in 0..def.devices.consoles.len() {
+        let next = next_chr_port(&def.devices.consoles);
+        let c = &mut def.devices.consoles[i];
         let t = c.target.kind.clone();
         if t.is_none() || t.as_deref() == Some("serial") {
             c.target.kind = Some("serial".into());
@@ -585,16 +617,28 @@ fn isa_serial_post_parse(def: &mut Domain, arch: &str) {
             }
         }
         if c.target.port.is_none() {
-            c.target.port = Some(0);
+            c.target.port = Some(next);
         }
     }
-    let mut parallel_port = 0;
-    for p in &mut def.devices.parallels {
+    for i in 0..def.devices.parallels.len() {
+        let next = next_chr_port(&def.devices.parallels);
+        let p = &mut def.devices.parallels[i];
         if p.target.port.is_none() {
-            p.target.port = Some(parallel_port);
+            p.target.port = Some(next);
         }
-        parallel_port = p.target.port.unwrap_or(0) + 1;
     }
+    Ok(())
+}
+
+/// ISA serial ports a PC has (libvirt's `VIR_MAX_ISA_SERIAL_PORTS`).
+const MAX_ISA_SERIAL_PORTS: usize = 4;
+
+/// One above the highest port given so far in `list` (0 for none).
+fn next_chr_port(list: &[ChrDevice]) -> u32 {
+    list.iter()
+        .filter_map(|c| c.target.port)
+        .max()
+        .map_or(0, |m| m + 1)
 }
 
 fn default_disk_bus(dev: &str) -> DiskBus {
@@ -666,6 +710,7 @@ fn device_post_parse(
     ctx: &mut ExpandContext<'_>,
 ) -> Result<()> {
     let x86 = is_x86(arch);
+    let have_caps = ctx.caps.is_some();
     for disk in &mut def.devices.disks {
         let drv = disk.driver.get_or_insert_with(Default::default);
         if drv.residue.name.is_empty() {
@@ -726,8 +771,13 @@ fn device_post_parse(
             (ctx.random)(&mut b);
             net.mac = Some(MacAddr([0x52, 0x54, 0x00, b[0], b[1], b[2]]));
         }
-        if net.model.is_none() && net.kind != NetType::Hostdev && x86 {
-            net.model = Some("rtl8139".into());
+        // qemuDomainDeviceNetDefPostParse / qemuDomainDefaultNetModel
+        if net.model.is_none() {
+            if net.kind == NetType::Vdpa {
+                net.model = Some("virtio".into());
+            } else if net.kind != NetType::Hostdev {
+                net.model = default_net_model(arch, machine, caps, have_caps);
+            }
         }
     }
     for c in &mut def.devices.controllers {
@@ -800,6 +850,39 @@ fn device_post_parse(
         }
     }
     Ok(())
+}
+
+/// The NIC model of an interface that names none (`qemuDomainDefaultNetModel`).
+fn default_net_model(
+    arch: &str,
+    machine: &str,
+    caps: &QemuCaps,
+    have_caps: bool,
+) -> Option<String> {
+    let m = if matches!(arch, "s390" | "s390x") {
+        "virtio"
+    } else if matches!(arch, "armv6l" | "armv7l" | "aarch64") {
+        if machine == "versatilepb" {
+            "smc91c111"
+        } else if machine == "virt" || machine.starts_with("virt-") {
+            "virtio"
+        } else {
+            "lan9118"
+        }
+    } else if arch.starts_with("riscv") && (machine == "virt" || machine.starts_with("virt-")) {
+        "virtio"
+    } else if !have_caps {
+        return None;
+    } else if caps.has(Flag::DeviceRtl8139) {
+        "rtl8139"
+    } else if caps.has(Flag::DeviceE1000) {
+        "e1000"
+    } else if caps.has(Flag::DeviceVirtioNet) {
+        "virtio"
+    } else {
+        "rtl8139"
+    };
+    Some(m.to_string())
 }
 
 /// Default TCP port of a network storage protocol
@@ -1484,6 +1567,52 @@ mod tests {
         assert_eq!(def.devices.graphics[0].listens[0].kind, ListenType::None);
         // and, like any graphics, it implies a video device
         assert_eq!(def.devices.videos.len(), 1);
+    }
+
+    #[test]
+    fn serial_without_port_goes_above_the_highest_port() {
+        let def = expanded(
+            "<serial type='pty'/><serial type='pty'><target port='0'/></serial>",
+            "pc-i440fx-8.0",
+        )
+        .unwrap();
+        let ports: Vec<Option<u32>> = def.devices.serials.iter().map(|s| s.target.port).collect();
+        assert_eq!(ports, [Some(1), Some(0)]);
+    }
+
+    #[test]
+    fn explicit_isa_serials_take_free_isa_ports_first() {
+        let def = expanded(
+            "<serial type='pty'><target type='isa-serial' port='0'/></serial>\
+             <serial type='pty'><target type='isa-serial'/></serial>",
+            "pc-i440fx-8.0",
+        )
+        .unwrap();
+        assert_eq!(def.devices.serials[1].target.port, Some(1));
+        let err = expanded(
+            "<serial type='pty'><target type='isa-serial' port='4'/></serial>",
+            "pc-i440fx-8.0",
+        )
+        .unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("Maximum supported number of ISA serial ports is '4'"));
+    }
+
+    #[test]
+    fn vdpa_interface_defaults_to_virtio_and_others_to_the_caps_model() {
+        let mut c = caps();
+        c.set(Flag::DeviceRtl8139);
+        let def = expanded(
+            "<interface type='vdpa'><source dev='/dev/vhost-vdpa-0'/></interface>\
+             <interface type='user'/>",
+            "pc-i440fx-8.0",
+        )
+        .unwrap();
+        assert_eq!(def.devices.interfaces[0].model.as_deref(), Some("virtio"));
+        // the test caps have no NIC flags: libvirt's last resort
+        assert_eq!(def.devices.interfaces[1].model.as_deref(), Some("rtl8139"));
+        assert_eq!(default_net_model("x86_64", "pc", &c, false), None);
     }
 
     #[test]

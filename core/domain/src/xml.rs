@@ -151,10 +151,11 @@ impl Element {
         self.children.iter().find(|c| c.is(name))
     }
 
-    /// Removes and returns the first child named `name` (default namespace).
+    /// Removes and returns the first child named `name` (default namespace),
+    /// dropping any later ones: a singleton element read like libvirt's
+    /// `virXPathNode("./name")`, which ignores repetitions.
     pub fn take_child(&mut self, name: &str) -> Option<Element> {
-        let pos = self.children.iter().position(|c| c.is(name))?;
-        Some(self.children.remove(pos))
+        self.take_children(name).into_iter().next()
     }
 
     /// Removes and returns all children named `name` (default namespace).
