@@ -260,3 +260,31 @@ fn a_broken_qemu_conf_is_reported_with_its_line() {
     let err = e.fails(&["list"]);
     assert!(err.contains("vnc_tls") && err.contains(":2:"), "{err}");
 }
+
+#[test]
+fn autostart_domains_start_when_the_driver_starts() {
+    let e = Embedded::new("autostart");
+    e.define(&DomainXml::new("auto"));
+    e.define(&DomainXml::new("manual"));
+    let out = e.ok(&["autostart", "auto"]);
+    assert!(out.contains("marked as autostarted"), "{out}");
+    assert!(e
+        .ok(&["dominfo", "auto"])
+        .contains("Autostart:      enable"));
+    // Stop the supervisor: the next call starts a new driver, which honours
+    // autostart.
+    let sup = e.supervisor_pid().expect("supervisor running");
+    // SAFETY: signalling a process has no memory-safety implications.
+    unsafe { libc::kill(sup, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while alive(sup) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(e.state("auto"), "running", "{}", e.logs());
+    assert_eq!(e.state("manual"), "shut off");
+    e.ok(&["autostart", "--disable", "auto"]);
+    assert!(e
+        .ok(&["dominfo", "auto"])
+        .contains("Autostart:      disable"));
+    e.ok(&["destroy", "auto"]);
+}
