@@ -629,3 +629,120 @@ fn vol_list_of_1000_volumes_is_fast() {
     };
     assert!(median <= limit, "median {median:?} > {limit:?}");
 }
+
+#[test]
+fn large_upload_shows_progress_and_download_gives_the_bytes_back() {
+    let e = Embedded::new("storage-progress");
+    e.ok(&["vol-create-as", "default", "big", "32M"]);
+    let data: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    let src = e.scratch().join("big.bin");
+    std::fs::write(&src, &data).unwrap();
+    let out = e.qvisor(&[
+        "vol-upload",
+        "--pool",
+        "default",
+        "big",
+        &src.to_string_lossy(),
+        "--progress",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let bar = String::from_utf8_lossy(&out.stderr);
+    assert!(bar.contains("] 100% 16.00 MiB / 16.00 MiB"), "{bar}");
+    let back = e.scratch().join("back.bin");
+    e.ok(&[
+        "vol-download",
+        "--pool",
+        "default",
+        "big",
+        &back.to_string_lossy(),
+        "--length",
+        &data.len().to_string(),
+    ]);
+    assert!(std::fs::read(&back).unwrap() == data);
+    // Without --progress and not on a terminal: quiet, as virsh.
+    let out = e.qvisor(&[
+        "vol-upload",
+        "--pool",
+        "default",
+        "big",
+        &src.to_string_lossy(),
+    ]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+}
+
+#[test]
+fn fs_pool_mounts_its_device_on_start_and_unmounts_on_destroy() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting an fs pool needs root");
+        return;
+    }
+    let e = Embedded::new("storage-fs");
+    let image = e.scratch().join("fs.img");
+    let mnt = e.scratch().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let Ok(mkfs) = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&image)
+        .output()
+    else {
+        eprintln!("skipped: mkfs.ext4 is not installed");
+        return;
+    };
+    assert!(mkfs.status.success(), "{mkfs:?}");
+    let mounted = || {
+        std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(&*mnt.to_string_lossy()))
+    };
+    e.ok(&[
+        "pool-define-as",
+        "fsp",
+        "fs",
+        "--source-dev",
+        &image.to_string_lossy(),
+        "--source-format",
+        "ext4",
+        "--target",
+        &mnt.to_string_lossy(),
+    ]);
+    let start = e.qvisor(&["pool-start", "fsp"]);
+    if !start.status.success() {
+        eprintln!(
+            "skipped: cannot mount here: {}",
+            String::from_utf8_lossy(&start.stderr)
+        );
+        return;
+    }
+    assert!(mounted());
+    // Never leave the mount behind, even when an assertion below fails.
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).output();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    e.ok(&["vol-create-as", "fsp", "v", "1M", "--format", "qcow2"]);
+    let list = e.ok(&["vol-list", "fsp"]);
+    assert!(
+        list.contains(&format!(" v            {}/v", mnt.display())),
+        "{list}"
+    );
+    let xml = e.ok(&["pool-dumpxml", "fsp"]);
+    assert!(
+        xml.contains(&format!(
+            "  <source>\n    <device path='{}'/>\n    <format type='ext4'/>\n  </source>",
+            image.display()
+        )),
+        "{xml}"
+    );
+    e.ok(&["pool-destroy", "fsp"]);
+    assert!(!mounted());
+    assert!(!mnt.join("v").exists());
+}
