@@ -72,9 +72,10 @@ impl PreparedStorage {
     }
 }
 
-/// Formats whose images can name a backing file.
-fn supports_backing(format: &str) -> bool {
-    matches!(format, "qcow2" | "qcow" | "qed" | "vmdk" | "cow")
+/// Formats whose backing chain the storage plugin reads from the headers
+/// (the chain of any other format is left to QEMU, unspelled).
+fn chain_is_read(format: &str) -> bool {
+    matches!(format, "qcow2" | "qcow" | "qed")
 }
 
 /// Whether any disk needs the storage plugin: a volume disk, or a local
@@ -88,7 +89,7 @@ fn needs_storage(def: &Domain) -> (bool, bool) {
             && d.driver
                 .as_ref()
                 .and_then(|x| x.format.as_deref())
-                .is_some_and(supports_backing)
+                .is_some_and(chain_is_read)
     });
     (volumes, chains)
 }
@@ -159,7 +160,7 @@ fn apply(
     if driver.format.is_none() {
         driver.format = Some(rs.format.to_string());
     }
-    if supports_backing(rs.format.as_str()) && disk.residue.find("backingStore").is_none() {
+    if chain_is_read(rs.format.as_str()) && disk.residue.find("backingStore").is_none() {
         // libvirt's order: <auth> (kept in the residue) before <backingStore>.
         let at = disk
             .residue

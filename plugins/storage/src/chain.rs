@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, StorageError};
-use crate::image::{probe_path, supports_backing};
+use crate::image::{probe_path, reads_backing};
 
 /// libvirt's limit on the depth of a disk's backing chain.
 pub const MAX_DEPTH: usize = 200;
@@ -55,7 +55,7 @@ pub fn backing_chain(top: &Path, format: &str, max_depth: usize) -> Result<Vec<L
     let mut seen: HashSet<(u64, u64)> = HashSet::from([(top_meta.dev(), top_meta.ino())]);
     let mut current = top.to_path_buf();
     let mut current_format = format.to_string();
-    while supports_backing(&current_format) {
+    while reads_backing(&current_format) {
         let info = probe_path(&current)
             .map_err(|e| StorageError::io("cannot read the header of", &current, e))?;
         if info.format != current_format {

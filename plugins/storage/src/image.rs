@@ -45,6 +45,13 @@ pub fn supports_backing(format: &str) -> bool {
     matches!(format, "qcow2" | "qcow" | "qed" | "vmdk" | "cow")
 }
 
+/// Whether we read the backing file of `format` images from their headers
+/// (a VMDK parent lives in a text descriptor we do not parse: its chain is
+/// left to QEMU rather than cut short).
+pub fn reads_backing(format: &str) -> bool {
+    matches!(format, "qcow2" | "qcow" | "qed")
+}
+
 fn be32(b: &[u8], at: usize) -> Option<u32> {
     b.get(at..at + 4)
         .and_then(|s| s.try_into().ok())

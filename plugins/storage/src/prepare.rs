@@ -12,7 +12,7 @@ use qvisor_sdk::{
 
 use crate::chain::{backing_chain, Layer, MAX_DEPTH};
 use crate::error::StorageError;
-use crate::image::supports_backing;
+use crate::image::reads_backing;
 use crate::pool::Store;
 use crate::volume;
 use crate::xml::{self, Element};
@@ -103,7 +103,7 @@ fn resolve_volume(
             )),
         ));
     }
-    let chain = if supports_backing(&format) && disk.child("backingStore").is_none() {
+    let chain = if reads_backing(&format) && disk.child("backingStore").is_none() {
         backing_chain(&vol.path, &format, MAX_DEPTH).map_err(|e| disk_error(target, e))?
     } else {
         Vec::new()
@@ -130,7 +130,7 @@ fn resolve_local(
     else {
         return Ok(None);
     };
-    let Some(format) = declared.filter(|f| supports_backing(f)) else {
+    let Some(format) = declared.filter(|f| reads_backing(f)) else {
         return Ok(None);
     };
     // A missing image is QEMU's (or the start-up policy's) to report.
