@@ -16,7 +16,7 @@ use crate::env::SecretRef;
 use crate::error::{Error, Result};
 use crate::machine::is_q35;
 use crate::model::Opt;
-use crate::props::Props;
+use crate::props::{Keyval, Props};
 
 /// One image of a disk's chain, with what the command line needs.
 #[derive(Debug, Clone, Default)]
@@ -886,6 +886,52 @@ fn error_policy(disk: &Disk) -> (Option<String>, Option<String>) {
 
 /// The disk's cache mode; shared writable disks default to `none`
 /// (`qemuDomainPrepareDiskCachemode`).
+/// The legacy `-drive` of an SD card (`qemuBuildDriveStr`): QEMU has no
+/// `-device` for it, so the drive carries everything.
+fn sd_drive(d: &Disk, img: &Image, dc: &DiskCtx, empty: bool) -> Keyval {
+    let path = img.path.clone().unwrap_or_default();
+    let mut kv = Keyval::new().kv(
+        "file",
+        match img.kind.as_str() {
+            "dir" if dc.floppy => format!("fat:floppy:{path}"),
+            "dir" => format!("fat:{path}"),
+            _ => path,
+        },
+    );
+    if !empty && img.kind != "dir" {
+        kv.push("format", img.format.as_deref().unwrap_or("raw"));
+    }
+    kv.push("if", "sd");
+    kv.push(
+        "index",
+        qvisor_domain::disk_name_to_index(&d.target.dev).unwrap_or(0),
+    );
+    if dc.readonly {
+        kv.push("readonly", "on");
+    }
+    if !empty {
+        if let Some(c) = dc.cache.filter(|c| *c != DiskCache::Default) {
+            kv.push("cache", c.as_str());
+        }
+        let drv = d.driver.as_ref();
+        if let Some(cor) = drv.and_then(|x| x.residue.get_attr("copy_on_read")) {
+            kv.push("copy-on-read", cor);
+        }
+        if let Some(v) = &dc.discard {
+            kv.push("discard", v);
+        }
+        match (dc.detect_zeroes.as_deref(), dc.discard.as_deref()) {
+            (Some("unmap"), discard) if discard != Some("unmap") => kv.push("detect-zeroes", "on"),
+            (Some(v), _) => kv.push("detect-zeroes", v),
+            (None, _) => {}
+        }
+        if let Some(v) = &dc.io {
+            kv.push("aio", v);
+        }
+    }
+    kv
+}
+
 fn effective_cache(d: &Disk) -> Option<DiskCache> {
     let cache = d.driver.as_ref().and_then(|x| x.cache);
     if cache.is_none_or(|c| c == DiskCache::Default) && d.shareable && !d.readonly {
@@ -1119,26 +1165,34 @@ pub(super) fn disks(ctx: &mut Ctx) -> Result<()> {
     floppy_controller(ctx);
     let def = ctx.def;
     // images, numbered from the last disk
+    // (an empty drive still takes a number: libvirt names every source
+    // whose type is set, then leaves the empty ones off the command line)
     let mut images: Vec<Option<Image>> = Vec::with_capacity(def.devices.disks.len());
     for d in &def.devices.disks {
         let img = if d.kind == DiskType::VhostUser {
             None
         } else {
-            let img = top_image(ctx, d)?;
-            if is_empty_source(d, &img) {
-                None
-            } else {
-                Some(img)
-            }
+            Some(top_image(ctx, d)?)
         };
         images.push(img);
     }
+    // SD cards go through legacy -drive and take no node names
     let mut next = 0;
-    for img in images.iter_mut().rev().flatten() {
-        assign_indexes(img, &mut next);
+    for (d, img) in def.devices.disks.iter().zip(images.iter_mut()).rev() {
+        if let Some(img) = img.as_mut().filter(|_| d.bus() != DiskBus::Sd) {
+            assign_indexes(img, &mut next);
+        }
+    }
+    let mut empty = Vec::with_capacity(images.len());
+    for (d, img) in def.devices.disks.iter().zip(images.iter_mut()) {
+        let is_empty = img.as_ref().is_some_and(|i| is_empty_source(d, i));
+        if is_empty && d.bus() != DiskBus::Sd {
+            *img = None;
+        }
+        empty.push(is_empty);
     }
     ctx.next_node_id = next;
-    for (d, img) in def.devices.disks.iter().zip(images) {
+    for ((d, img), is_empty) in def.devices.disks.iter().zip(images).zip(empty) {
         // transient disks sharing their backing image are hot-plugged later
         if d.residue
             .find("transient")
@@ -1179,6 +1233,8 @@ pub(super) fn disks(ctx: &mut Ctx) -> Result<()> {
             }
             ctx.keyval("-chardev", kv);
             chardev = Some(alias);
+        } else if let Some(img) = img.as_ref().filter(|_| d.bus() == DiskBus::Sd) {
+            ctx.keyval("-drive", sd_drive(d, img, &dc, is_empty));
         } else if let Some(img) = img {
             let top = chain(ctx, d, img, &dc)?;
             if drv.and_then(|x| x.residue.get_attr("copy_on_read")) == Some("on") {

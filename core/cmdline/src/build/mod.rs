@@ -479,6 +479,37 @@ mod tests {
         );
     }
 
+    fn with_disks(disks: &str) -> Domain {
+        let mut def =
+            domain(&(MINIMAL.replace("<devices>", &format!("<devices>{disks}")) + "</domain>"));
+        crate::aliases::assign_aliases(&mut def);
+        def
+    }
+
+    #[test]
+    fn empty_drives_take_a_node_number_and_sd_cards_none() {
+        let def = with_disks(
+            "<disk type='file' device='disk'><source file='/a.img'/>\
+             <target dev='vda' bus='virtio'/>\
+             <address type='pci' domain='0' bus='0' slot='4' function='0'/></disk>\
+             <disk type='file' device='cdrom'><target dev='hdc' bus='ide'/>\
+             <address type='drive' controller='0' bus='1' target='0' unit='0'/></disk>\
+             <disk type='file' device='disk'><source file='/sd,card.img'/>\
+             <target dev='sdb' bus='sd'/></disk>",
+        );
+        let args = build_with(&def, &caps(&[Flag::DeviceJson])).args();
+        let blockdevs: Vec<&String> = args
+            .iter()
+            .zip(args.iter().skip(1))
+            .filter(|(o, _)| *o == "-blockdev")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(blockdevs.len(), 2);
+        assert!(blockdevs[0].contains("\"node-name\":\"libvirt-2-storage\""));
+        let i = args.iter().position(|t| t == "-drive").unwrap();
+        assert_eq!(args[i + 1], "file=/sd,,card.img,format=raw,if=sd,index=1");
+    }
+
     #[test]
     fn monitor_descriptor_is_recorded_for_the_child() {
         let cl = build_with(&domain(&format!("{MINIMAL}</domain>")), &caps(&[]));
