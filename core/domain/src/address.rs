@@ -393,7 +393,7 @@ pub struct Rom {
 pub struct DeviceInfo {
     /// Device alias (`<alias name=>`), the QEMU id. Only user aliases
     /// (`ua-` prefix) survive an inactive parse; others are assigned at
-    /// start by [`crate::assign_aliases`].
+    /// start by the command-line builder (libvirt's `qemuAssignDeviceAliases`).
     pub alias: Option<String>,
     /// `<boot order=>` (only for bootable devices).
     pub boot: Option<BootOrder>,

@@ -1026,9 +1026,15 @@ fn add_implicit_devices(
             needed.push((ControllerType::Scsi, a.controller));
         }
     }
+    let mut present: std::collections::HashSet<(ControllerType, u32)> = def
+        .devices
+        .controllers
+        .iter()
+        .map(|c| (c.kind, c.idx()))
+        .collect();
     for (kind, idx) in needed {
         for i in 0..=idx {
-            if find_controller(def, kind, i).is_none() {
+            if present.insert((kind, i)) {
                 let model = if kind == ControllerType::Scsi {
                     Some(ControllerModel::Scsi(default_scsi_model(caps, arch)))
                 } else {
@@ -1567,6 +1573,22 @@ mod tests {
         assert_eq!(def.devices.graphics[0].listens[0].kind, ListenType::None);
         // and, like any graphics, it implies a video device
         assert_eq!(def.devices.videos.len(), 1);
+    }
+
+    #[test]
+    fn absurd_drive_controller_index_fails_fast() {
+        let start = std::time::Instant::now();
+        let err = expanded(
+            "<disk type='file'><source file='/a'/><target dev='sda' bus='sata'/>\
+             <address type='drive' controller='32768' bus='0' target='0' unit='0'/></disk>",
+            "pc-q35-8.0",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "internal error: No more available PCI slots"
+        );
+        assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
     }
 
     #[test]

@@ -3,16 +3,25 @@
 //! The pipeline mirrors libvirt's:
 //!
 //! 1. [`parse`] reads a document into a [`Domain`] (libvirt's
-//!    `virDomainDefParse`), rejecting malformed values with libvirt's messages.
-//! 2. [`expand`] fills in what libvirt's post-parse step adds for the inactive
-//!    definition (default machine, implicit controllers and devices, PCI and
-//!    drive addresses, MAC addresses, UUID), driven by the QEMU capabilities.
-//! 3. [`validate`] rejects configurations libvirt refuses.
-//! 4. [`format`] writes the definition back in libvirt's layout
-//!    ([`FormatOptions`] chooses inactive/live and secure output).
-//! 5. [`assign_aliases`] gives every device its QEMU id (`virtio-disk0`,
-//!    `net0`, ...) as libvirt does when it starts a domain; the command-line
-//!    builder calls it on a copy of the expanded definition.
+//!    `virDomainDefParse`), rejecting malformed values with libvirt's messages
+//!    and applying the parser's own defaults. [`parse`] reads a new
+//!    definition (define/create); [`parse_existing`] an existing guest (a saved
+//!    configuration or migration, without libvirt's ABI-update rules).
+//! 2. [`expand()`] fills in what libvirt's post-parse step adds for the inactive
+//!    definition (default machine, implicit controllers and devices, PCI,
+//!    drive, virtio-serial and spapr-vio addresses, MAC addresses, UUID),
+//!    driven by the QEMU capabilities.
+//! 3. [`validate()`] rejects configurations libvirt refuses.
+//! 4. [`format()`] writes the definition back in libvirt's layout;
+//!    [`FormatOptions`] chooses the inactive form
+//!    ([`FormatOptions::inactive_secure`]) or the live form of a running guest
+//!    ([`FormatOptions::live`]: `id`, device aliases, pty paths, tap names).
+//!
+//! What the model does not type yet is kept as a residue [`xml::Element`]
+//! and written back, so parse → format → parse is lossless (the corpus
+//! tests check it for every conformance input, unexpanded, expanded and
+//! live). Device aliases (QEMU ids) are assigned at start by the
+//! command-line builder, which stores them in [`DeviceInfo::alias`].
 //!
 //! ```
 //! let xml = "<domain type='kvm'><name>a</name><memory>1024</memory>\

@@ -192,6 +192,10 @@ impl AddrSet {
     /// (libvirt's `virDomainPCIAddressSetGrow`); returns the device's address
     /// on the first slot of the new bus.
     fn grow(&mut self, f: Flags) -> Result<PciAddress> {
+        // bus numbers are 8 bits: no topology has more than 256 buses
+        if self.buses.len() + 2 > MAX_BUSES {
+            return Err(Error::Internal("No more available PCI slots".into()));
+        }
         let model = match f.conn {
             Conn::PciDev => PciModel::PciBridge,
             Conn::PcieDev | Conn::SwitchUp => PciModel::PcieRootPort,
@@ -260,6 +264,9 @@ impl AddrSet {
 fn wants(info: &DeviceInfo) -> bool {
     info.wants_pci()
 }
+
+/// PCI bus numbers are 8 bits wide.
+const MAX_BUSES: usize = 256;
 
 /// The controller model plugged in with connection type `c`, if any.
 fn controller_model_of(c: Conn) -> Option<PciModel> {
