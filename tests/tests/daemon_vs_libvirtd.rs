@@ -16,6 +16,8 @@ use qvisor_tests::daemon::{diff_lines, shared_dir, virsh_available, Daemon, Peer
 
 /// The domain name both daemons get (unique so a shared peer is not disturbed).
 const DOM: &str = "qvisor-cmp-tcg";
+/// The transient domain of `create`.
+const TRANSIENT: &str = "qvisor-cmp-transient";
 
 /// One virsh command of the script.
 struct Step {
@@ -32,7 +34,11 @@ fn step(label: &'static str, args: &[&str]) -> Step {
 
 /// The command list, in the order a user would type them, plus the
 /// error paths around them (wrong state, unknown domain).
-fn script(xml: &str) -> Vec<Step> {
+fn script(files: &Files) -> Vec<Step> {
+    let xml = files.persistent.as_str();
+    let transient = files.transient.as_str();
+    let bad = files.bad_type.as_str();
+    let argv = files.argv.as_str();
     vec![
         step("version", &["version"]),
         step("capabilities", &["capabilities"]),
@@ -89,6 +95,30 @@ fn script(xml: &str) -> Vec<Step> {
         step("domstate-destroyed", &["domstate", "--reason", DOM]),
         step("dominfo-destroyed", &["dominfo", DOM]),
         step("domxml-to-native", &["domxml-to-native", "qemu-argv", xml]),
+        step(
+            "domxml-to-native-bad-format",
+            &["domxml-to-native", "bogus", xml],
+        ),
+        step(
+            "domxml-from-native",
+            &["domxml-from-native", "qemu-argv", argv],
+        ),
+        step("autostart", &["autostart", DOM]),
+        step("dominfo-autostart", &["dominfo", DOM]),
+        step("list-autostart", &["list", "--all", "--autostart"]),
+        step("autostart-disable", &["autostart", "--disable", DOM]),
+        step("create", &["create", transient]),
+        step("list-transient", &["list", "--transient"]),
+        step("dominfo-transient", &["dominfo", TRANSIENT]),
+        step("autostart-transient", &["autostart", TRANSIENT]),
+        step("undefine-transient", &["undefine", TRANSIENT]),
+        step("shutdown", &["shutdown", TRANSIENT]),
+        step("reboot", &["reboot", TRANSIENT]),
+        step("domstate-after-acpi", &["domstate", "--reason", TRANSIENT]),
+        step("destroy-transient", &["destroy", TRANSIENT]),
+        step("transient-gone", &["dominfo", TRANSIENT]),
+        step("define-bad-type", &["define", bad]),
+        step("nodeinfo", &["nodeinfo"]),
         step("undefine", &["undefine", DOM]),
         step("list-empty", &["list", "--all"]),
         step("dominfo-unknown", &["dominfo", DOM]),
@@ -139,11 +169,12 @@ const LEGITIMATE: &[Legit] = &[
         mask: |t, _| mask_between(t, "\"libvirt-", "\"", "N"),
     },
     Legit {
-        field: "host NUMA cell memory and free page counts (this VM's memory is hot-plugged: each daemon reads it at a different time)",
-        steps: &["capabilities"],
+        field: "host memory size and free page counts (this VM's memory is hot-plugged: each daemon reads it at a different time)",
+        steps: &["capabilities", "nodeinfo"],
         mask: |t, _| {
             let t = mask_between(t, "<memory unit='KiB'>", "</memory>", "{memory}");
-            mask_between(&t, "<pages unit='KiB' size='4'>", "</pages>", "{pages}")
+            let t = mask_between(&t, "<pages unit='KiB' size='4'>", "</pages>", "{pages}");
+            mask_line_value(&t, "Memory size:", "{memory}")
         },
     },
     Legit {
@@ -222,6 +253,18 @@ const KNOWN_GAPS: &[Gap] = &[
         side: Side::Qvisor,
         what: "driver start: the guest CPU as QEMU expanded it (check='full' and the features QEMU enabled)",
         matches: |l| l.trim().starts_with("<cpu mode='custom' match='exact' check='none'>"),
+    },
+    Gap {
+        labels: &["define-bad-type"],
+        side: Side::Reference,
+        what: "qvisor-domain: an unknown <domain type> is libvirt's 'unsupported configuration: invalid domain type bogus'",
+        matches: |l| l.contains("invalid domain type bogus"),
+    },
+    Gap {
+        labels: &["define-bad-type"],
+        side: Side::Qvisor,
+        what: "qvisor-domain: an unknown <domain type> is libvirt's 'unsupported configuration: invalid domain type bogus'",
+        matches: |l| l.contains("Invalid value for attribute 'type' in element 'domain'"),
     },
     Gap {
         labels: &["domxml-to-native"],
@@ -349,9 +392,40 @@ fn normalize(step: &str, text: &str, ctx: &Ctx) -> String {
         .fold(text.to_string(), |t, l| (l.mask)(&t, ctx))
 }
 
+/// The files the script names.
+struct Files {
+    persistent: String,
+    transient: String,
+    bad_type: String,
+    argv: String,
+}
+
+impl Files {
+    fn write(dir: &Path) -> Files {
+        let put = |name: &str, text: String| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).expect("write test file");
+            p.display().to_string()
+        };
+        Files {
+            persistent: put("persistent.xml", domain_xml(DOM, &dir.join("serial.log"))),
+            transient: put(
+                "transient.xml",
+                domain_xml(TRANSIENT, &dir.join("serial-transient.log")),
+            ),
+            bad_type: put(
+                "bad-type.xml",
+                domain_xml(DOM, &dir.join("serial.log"))
+                    .replace("<domain type='qemu'>", "<domain type='bogus'>"),
+            ),
+            argv: put("argv", "/usr/bin/qemu-system-x86_64 -m 128\n".into()),
+        }
+    }
+}
+
 /// The shared test guest XML without its kernel lines (SeaBIOS idles), TCG,
-/// renamed, its serial console going to `serial`.
-fn domain_xml(serial: &Path) -> String {
+/// named `name`, its serial console going to `serial`.
+fn domain_xml(name: &str, serial: &Path) -> String {
     let template = std::fs::read_to_string(shared_dir().join("testguest/tiny-tcg.xml"))
         .expect("read ../shared/testguest/tiny-tcg.xml");
     template
@@ -362,7 +436,7 @@ fn domain_xml(serial: &Path) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
-        .replace("<name>tiny-tcg</name>", &format!("<name>{DOM}</name>"))
+        .replace("<name>tiny-tcg</name>", &format!("<name>{name}</name>"))
         .replace("@SERIAL_LOG@", &serial.display().to_string())
 }
 
@@ -409,17 +483,19 @@ fn virsh_output_matches_libvirtd_for_the_same_domain() {
         }
     };
     let dir = PublicDir::new();
-    let xml_path = dir.0.join(format!("{DOM}.xml"));
-    std::fs::write(&xml_path, domain_xml(&dir.0.join("serial.log"))).expect("write xml");
-    let xml = xml_path.display().to_string();
-    let steps = script(&xml);
+    let files = Files::write(&dir.0);
+    let steps = script(&files);
 
     // libvirtd first (clean up what an aborted earlier run may have left).
-    let _ = peer.virsh(&["destroy", DOM]);
-    let _ = peer.virsh(&["undefine", DOM]);
+    let clean = || {
+        for d in [DOM, TRANSIENT] {
+            let _ = peer.virsh(&["destroy", d]);
+            let _ = peer.virsh(&["undefine", d]);
+        }
+    };
+    clean();
     let reference = run_script(&steps, |a| peer.virsh(a));
-    let _ = peer.virsh(&["destroy", DOM]);
-    let _ = peer.virsh(&["undefine", DOM]);
+    clean();
     drop(peer);
 
     // The same configuration as the peer: Debian builds libvirt to run QEMU

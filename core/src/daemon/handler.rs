@@ -239,7 +239,9 @@ impl qvisor_rpc::Handler for ConnHandler {
             Call::ConnectClose(r) => r.ok(()),
             Call::ConnectRegisterCloseCallback(r) => r.ok(()),
             Call::ConnectUnregisterCloseCallback(r) => r.ok(()),
-            Call::ConnectGetType(r) => r.ok(ConnectGetTypeRet { r#type: "QEMU".into() }),
+            Call::ConnectGetType(r) => r.ok(ConnectGetTypeRet {
+                r#type: "QEMU".into(),
+            }),
             Call::ConnectGetVersion(r) => r.ok(ConnectGetVersionRet {
                 hv_ver: d.hypervisor_version(),
             }),
@@ -314,9 +316,9 @@ impl qvisor_rpc::Handler for ConnHandler {
                     native_config: d.domxml_to_native(&a.domain_xml).map_err(remote_error)?,
                 })
             }),
-            Call::ConnectDomainXmlFromNative(r) => r.respond(|_| Err(remote_error(DriverError::NoSupport(
-                "virConnectDomainXMLFromNative: converting QEMU arguments to domain XML is not supported (libvirt removed it in 5.5.0)".into(),
-            )))),
+            // libvirt's QEMU driver dropped qemu-argv parsing in 5.5.0: the
+            // API is unsupported whatever the format.
+            Call::ConnectDomainXmlFromNative(r) => r.unsupported(),
             Call::NodeGetInfo(r) => {
                 let n = d.node_info();
                 r.ok(NodeGetInfoRet {
@@ -439,7 +441,11 @@ impl qvisor_rpc::Handler for ConnHandler {
                 let s = self.domain(&a.dom)?;
                 Ok(DomainGetXmlDescRet {
                     xml: d
-                        .dump_xml(&s.name, a.flags & XML_INACTIVE != 0, a.flags & XML_SECURE != 0)
+                        .dump_xml(
+                            &s.name,
+                            a.flags & XML_INACTIVE != 0,
+                            a.flags & XML_SECURE != 0,
+                        )
                         .map_err(remote_error)?,
                 })
             }),
@@ -469,7 +475,8 @@ impl qvisor_rpc::Handler for ConnHandler {
             }),
             Call::DomainSetAutostart(r) => r.respond(|a| {
                 let s = self.domain(&a.dom)?;
-                d.set_autostart(&s.name, a.autostart != 0).map_err(remote_error)
+                d.set_autostart(&s.name, a.autostart != 0)
+                    .map_err(remote_error)
             }),
             Call::DomainHasManagedSaveImage(r) => r.respond(|a| {
                 self.domain(&a.dom)?;
@@ -489,7 +496,11 @@ impl qvisor_rpc::Handler for ConnHandler {
             Call::DomainGetMessages(r) => r.respond(|a| {
                 let s = self.domain(&a.dom)?;
                 Ok(DomainGetMessagesRet {
-                    msgs: s.taint.iter().map(|t| format!("tainted: {}", taint_message(t))).collect(),
+                    msgs: s
+                        .taint
+                        .iter()
+                        .map(|t| format!("tainted: {}", taint_message(t)))
+                        .collect(),
                 })
             }),
             Call::DomainGetMaxMemory(r) => r.respond(|a| {
@@ -522,16 +533,18 @@ impl qvisor_rpc::Handler for ConnHandler {
                 self.ensure_forwarder();
                 Ok(ConnectDomainEventCallbackRegisterAnyRet { callback_id: id })
             }),
-            Call::ConnectDomainEventCallbackDeregisterAny(r) => r.respond(|a| {
-                match self.callbacks.lock().by_id.remove(&a.callback_id) {
-                    Some(_) => Ok(()),
-                    None => Err(RemoteError::new(
-                        ErrorCode::InvalidArg,
-                        ErrorDomain::Rpc,
-                        format!("callback ID {} not found", a.callback_id),
-                    )),
-                }
-            }),
+            Call::ConnectDomainEventCallbackDeregisterAny(r) => {
+                r.respond(
+                    |a| match self.callbacks.lock().by_id.remove(&a.callback_id) {
+                        Some(_) => Ok(()),
+                        None => Err(RemoteError::new(
+                            ErrorCode::InvalidArg,
+                            ErrorDomain::Rpc,
+                            format!("callback ID {} not found", a.callback_id),
+                        )),
+                    },
+                )
+            }
             Call::QemuDomainMonitorCommand(r) => r.respond(|a| {
                 let s = self.domain(&a.dom)?;
                 Ok(DomainMonitorCommandRet {

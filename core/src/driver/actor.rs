@@ -11,6 +11,7 @@ use qvisor_domain::LifecycleAction;
 
 use super::process::Exit;
 use super::registry::DomainEntry;
+use super::runtime::StopIntent;
 use super::state::{
     DomainState, EventKind, Lifecycle, PausedReason, RunningReason, ShutdownDetail, SuspendedDetail,
 };
@@ -111,10 +112,19 @@ impl DomainActor {
         };
         let action = {
             let mut obj = self.entry.obj.lock();
+            let mut fake_reboot = false;
             if let Some(rt) = obj.runtime.as_mut() {
                 rt.shutdown_seen = true;
+                if rt.stopping == Some(StopIntent::Reboot) {
+                    rt.stopping = None;
+                    fake_reboot = true;
+                }
             }
-            obj.def.on_poweroff.unwrap_or(LifecycleAction::Destroy)
+            if fake_reboot {
+                LifecycleAction::Restart
+            } else {
+                obj.def.on_poweroff.unwrap_or(LifecycleAction::Destroy)
+            }
         };
         self.emit(EventKind::Lifecycle(Lifecycle::Shutdown(detail)));
         // QEMU runs with -no-shutdown: after the guest powers off it waits

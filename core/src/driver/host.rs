@@ -62,6 +62,33 @@ fn installed_emulators() -> Vec<PathBuf> {
     out
 }
 
+/// The `MemTotal` of a `/proc/meminfo` or a NUMA node's `meminfo`
+/// (`Node 0 MemTotal:       17918156 kB`), in KiB.
+fn meminfo_total_kib(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.split_once("MemTotal:").map(|(_, v)| v))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The memory of all NUMA nodes, as libvirt counts it when the host has
+/// NUMA information (`numa_node_size64` of each node); `None` without.
+fn numa_memory_kib() -> Option<u64> {
+    let nodes = std::fs::read_dir("/sys/devices/system/node").ok()?;
+    let sizes: Vec<u64> = nodes
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.strip_prefix("node")
+                .is_some_and(|d| d.parse::<u32>().is_ok())
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("meminfo")).ok())
+        .filter_map(|t| meminfo_total_kib(&t))
+        .collect();
+    (!sizes.is_empty()).then(|| sizes.iter().sum())
+}
+
 impl Driver {
     /// The emulator for the host architecture (`qemu-system-<arch>`).
     pub fn host_emulator(&self) -> PathBuf {
@@ -186,13 +213,10 @@ impl Driver {
     /// `virsh nodeinfo`.
     pub fn node_info(&self) -> NodeInfo {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let memory_kib = meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let memory_kib = numa_memory_kib().unwrap_or_else(|| {
+            let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+            meminfo_total_kib(&meminfo).unwrap_or(0)
+        });
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let mhz = cpuinfo
             .lines()
@@ -222,5 +246,23 @@ impl Driver {
             cores: (cpus / nodes).max(1),
             threads: 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_total_reads_proc_and_numa_node_formats() {
+        assert_eq!(
+            meminfo_total_kib("MemTotal:       24684084 kB\nMemFree: 1 kB\n"),
+            Some(24_684_084)
+        );
+        assert_eq!(
+            meminfo_total_kib("Node 0 MemTotal:       17918156 kB\n"),
+            Some(17_918_156)
+        );
+        assert_eq!(meminfo_total_kib("MemFree: 1 kB\n"), None);
     }
 }

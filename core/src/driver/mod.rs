@@ -258,14 +258,31 @@ impl Driver {
         Ok(())
     }
 
-    /// Reboots the guest (`system_reset` after an ACPI request, as libvirt's
-    /// default reboot does with the monitor).
+    /// Reboots the guest as libvirt's default (monitor) reboot does: an ACPI
+    /// power-off request, and once the guest has powered off, a reset and
+    /// `cont` instead of a stop. With `<on_reboot>` destroy or preserve it
+    /// is a plain shutdown request. A guest that ignores ACPI keeps running.
     pub fn reboot(&self, name: &str) -> Result<()> {
         let entry = self.inner.lookup(name)?;
         let _job = entry.job.lock();
         let mon = self.inner.monitor_of(&entry)?;
-        mon.execute("system_reset", None)
-            .map_err(|e| DriverError::OperationFailed(format!("system_reset: {e}")))?;
+        {
+            let mut obj = entry.obj.lock();
+            let keep = matches!(
+                obj.def.on_reboot,
+                Some(qvisor_domain::LifecycleAction::Destroy)
+                    | Some(qvisor_domain::LifecycleAction::Preserve)
+            );
+            if let Some(rt) = obj.runtime.as_mut() {
+                rt.stopping = Some(if keep {
+                    StopIntent::Shutdown
+                } else {
+                    StopIntent::Reboot
+                });
+            }
+        }
+        mon.execute("system_powerdown", None)
+            .map_err(|e| DriverError::OperationFailed(format!("system_powerdown: {e}")))?;
         Ok(())
     }
 

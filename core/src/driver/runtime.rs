@@ -20,6 +20,9 @@ pub enum StopIntent {
     Destroy,
     /// `shutdown`: asked the guest (ACPI) to power off.
     Shutdown,
+    /// `reboot`: asked the guest (ACPI) to power off; when it does, the
+    /// machine is reset and continued instead (libvirt's fake reboot).
+    Reboot,
 }
 
 /// Becomes set once the QEMU process has exited; waiters block on it.
