@@ -474,6 +474,10 @@ struct ProgAttachAttr {
     attach_type: u32,
     attach_flags: u32,
     replace_bpf_fd: u32,
+    /// `relative_fd` (kernel 6.6+): spelled out and zeroed, because the
+    /// kernel reads the whole size we pass and rejects (EINVAL) a non-zero
+    /// value here, which uninitialized padding would be.
+    relative_fd: u32,
 }
 
 /// Loads the device filter for `rules` and attaches it to the v2 cgroup
@@ -532,6 +536,7 @@ pub fn attach_device_filter(dir: &Path, rules: &[DeviceRule]) -> Result<(), Cgro
             attach_type: BPF_CGROUP_DEVICE,
             attach_flags: BPF_F_ALLOW_MULTI,
             replace_bpf_fd: 0,
+            relative_fd: 0,
         };
         // SAFETY: `attach` is a valid bpf_attr prefix of the size we pass.
         let r = unsafe {
