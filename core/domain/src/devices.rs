@@ -760,7 +760,9 @@ impl Controller {
             None => None,
             Some(v) => Some(
                 v.parse::<u32>()
-                    .map_err(|_| Error::xml(format!("Cannot parse controller index {v}")))?,
+                    .ok()
+                    .filter(|i| i32::try_from(*i).is_ok())
+                    .ok_or_else(|| Error::xml(format!("Cannot parse controller index {v}")))?,
             ),
         };
         let model = match e.take_attr("model") {

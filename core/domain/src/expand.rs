@@ -937,7 +937,10 @@ fn numa_cpus_rectify(def: &mut Domain) {
         .filter_map(|c| c.cpus.as_ref())
         .flat_map(|s| s.0.iter().copied())
         .collect();
-    let missing: Vec<u32> = (0..max).filter(|i| !covered.contains(i)).collect();
+    // vCPU ids are bitmap members (at most 16384 of them)
+    let missing: Vec<u32> = (0..max.min(16384))
+        .filter(|i| !covered.contains(i))
+        .collect();
     if missing.is_empty() || covered.len() as u32 >= max {
         return;
     }
@@ -1135,15 +1138,17 @@ const VIRTIO_SERIAL_PORTS: u32 = 31;
 /// no address: libvirt computes one and then drops it, port 0 belonging to
 /// the first virtconsole implicitly.
 fn assign_virtio_serial_addresses(def: &mut Domain) -> Result<()> {
-    // (controller index, ports, used ports)
-    let mut ctrls: Vec<(u32, u32, Vec<bool>)> = def
+    let mut ctrls: Vec<VsController> = def
         .devices
         .controllers
         .iter()
         .filter(|c| c.kind == ControllerType::VirtioSerial)
         .map(|c| {
-            let n = c.ports.unwrap_or(VIRTIO_SERIAL_PORTS);
-            (c.idx(), n, vec![false; n as usize])
+            (
+                c.idx(),
+                c.ports.unwrap_or(VIRTIO_SERIAL_PORTS),
+                Default::default(),
+            )
         })
         .collect();
     let mut err = None;
@@ -1169,31 +1174,22 @@ fn assign_virtio_serial_addresses(def: &mut Domain) -> Result<()> {
         let (controller, port) = match ch.info.address {
             Some(Address::VirtioSerial { port, .. }) if port != 0 => continue,
             Some(Address::VirtioSerial { controller, .. }) => {
-                let free = ctrls
-                    .iter()
-                    .find(|c| c.0 == controller)
-                    .ok_or_else(|| {
-                        Error::Internal(format!(
-                            "virtio-serial controller {controller} not available"
-                        ))
-                    })?
-                    .2
-                    .iter()
-                    .skip(1)
-                    .position(|u| !u)
-                    .ok_or_else(|| {
-                        Error::xml(format!(
-                            "Unable to find a free port on virtio-serial controller {controller}"
-                        ))
-                    })?;
-                (controller, free as u32 + 1)
+                let c = ctrls.iter().find(|c| c.0 == controller).ok_or_else(|| {
+                    Error::Internal(format!(
+                        "virtio-serial controller {controller} not available"
+                    ))
+                })?;
+                let free = first_free_vs_port(c).ok_or_else(|| {
+                    Error::xml(format!(
+                        "Unable to find a free port on virtio-serial controller {controller}"
+                    ))
+                })?;
+                (controller, free)
             }
-            None => match ctrls.iter().find_map(|c| {
-                c.2.iter()
-                    .skip(1)
-                    .position(|u| !u)
-                    .map(|p| (c.0, p as u32 + 1))
-            }) {
+            None => match ctrls
+                .iter()
+                .find_map(|c| first_free_vs_port(c).map(|p| (c.0, p)))
+            {
                 Some(found) => found,
                 None => {
                     let idx = unused_index(def, ControllerType::VirtioSerial);
@@ -1201,8 +1197,7 @@ fn assign_virtio_serial_addresses(def: &mut Domain) -> Result<()> {
                         def,
                         Controller::new(ControllerType::VirtioSerial, idx, None),
                     );
-                    let n = VIRTIO_SERIAL_PORTS;
-                    ctrls.push((idx, n, vec![false; n as usize]));
+                    ctrls.push((idx, VIRTIO_SERIAL_PORTS, Default::default()));
                     (idx, 1)
                 }
             },
@@ -1218,22 +1213,29 @@ fn assign_virtio_serial_addresses(def: &mut Domain) -> Result<()> {
     Ok(())
 }
 
-fn reserve_vs_port(ctrls: &mut [(u32, u32, Vec<bool>)], controller: u32, port: u32) -> Result<()> {
+/// A virtio-serial controller: index, number of ports, ports in use.
+type VsController = (u32, u32, std::collections::BTreeSet<u32>);
+
+/// The lowest free port from 1 up (port 0 belongs to virtconsoles).
+fn first_free_vs_port(c: &VsController) -> Option<u32> {
+    (1..c.1).find(|p| !c.2.contains(p))
+}
+
+fn reserve_vs_port(ctrls: &mut [VsController], controller: u32, port: u32) -> Result<()> {
     let c = ctrls
         .iter_mut()
         .find(|c| c.0 == controller)
         .ok_or_else(|| Error::xml(format!("virtio serial controller {controller} is missing")))?;
-    let slot = c.2.get_mut(port as usize).ok_or_else(|| {
-        Error::xml(format!(
+    if port >= c.1 {
+        return Err(Error::xml(format!(
             "virtio serial controller {controller} does not have port {port}"
-        ))
-    })?;
-    if *slot {
+        )));
+    }
+    if !c.2.insert(port) {
         return Err(Error::xml(format!(
             "virtio serial port {port} on controller {controller} is already occupied"
         )));
     }
-    *slot = true;
     Ok(())
 }
 
@@ -1589,6 +1591,35 @@ mod tests {
             "internal error: No more available PCI slots"
         );
         assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn huge_user_numbers_are_refused_or_cost_nothing() {
+        let err = expanded(
+            "<controller type='pci' index='300' model='pci-bridge'/>",
+            "pc-i440fx-8.0",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unsupported configuration: PCI controller index 300 too high, maximum is 255"
+        );
+        assert!(expanded(
+            "<controller type='usb' index='2147483648'/>",
+            "pc-i440fx-8.0"
+        )
+        .is_err());
+        // a virtio-serial controller may claim any number of ports
+        let def = expanded(
+            "<controller type='virtio-serial' index='0' ports='4294967295'/>\
+             <channel type='pty'><target type='virtio' name='a'/></channel>",
+            "pc-i440fx-8.0",
+        )
+        .unwrap();
+        assert!(matches!(
+            def.devices.channels[0].info.address,
+            Some(Address::VirtioSerial { port: 1, .. })
+        ));
     }
 
     #[test]

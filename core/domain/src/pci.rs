@@ -726,6 +726,19 @@ fn model_name(m: PciModel) -> Option<&'static str> {
 /// Assigns PCI addresses to every device that needs one, adding the
 /// bridges/root ports the topology needs.
 pub fn assign_pci_addresses(def: &mut Domain, caps: &QemuCaps, machine: &str) -> Result<()> {
+    // libvirt validates this after post-parse; the address sets below are
+    // sized by the index, so check it first
+    if let Some(c) = def
+        .devices
+        .controllers
+        .iter()
+        .find(|c| c.kind == ControllerType::Pci && c.idx() as usize >= MAX_BUSES)
+    {
+        return Err(Error::unsupported(format!(
+            "PCI controller index {} too high, maximum is 255",
+            c.idx()
+        )));
+    }
     let max_idx = def
         .devices
         .controllers
