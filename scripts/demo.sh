@@ -42,7 +42,9 @@ cat > "$XML" <<XML
 </domain>
 XML
 rm -f "$ROOT/demo-serial.log"
+# A rerun starts from scratch (a definition without <uuid> gets a new one).
 $QV destroy demo >/dev/null 2>&1 || true
+$QV undefine demo >/dev/null 2>&1 || true
 $QV define "$XML"
 $QV start demo --console
 $QV domstate --reason demo
