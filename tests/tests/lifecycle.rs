@@ -288,3 +288,20 @@ fn autostart_domains_start_when_the_driver_starts() {
         .contains("Autostart:      disable"));
     e.ok(&["destroy", "auto"]);
 }
+
+#[test]
+fn the_console_of_a_pty_serial_shows_the_guest() {
+    let e = Embedded::new("pty");
+    e.define(
+        &DomainXml::new("pty")
+            .boot_test_guest()
+            .devices("    <serial type='pty'><target port='0'/></serial>\n"),
+    );
+    let out = e.ok(&["start", "pty", "--console"]);
+    assert!(
+        out.contains("TESTGUEST-BOOTED"),
+        "console output:\n{out}\n{}",
+        e.logs()
+    );
+    assert!(e.wait_state("pty", "shut off", Duration::from_secs(30)));
+}
