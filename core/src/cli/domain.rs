@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use crate::client::Connection;
+use crate::driver::DomainState;
 
 use super::Cli;
 
@@ -204,36 +205,13 @@ pub fn simple(cli: &Cli, verb: &str, d: &DomArg) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// virsh's words for a state number and a (state, reason) pair.
 fn state_name(state: i32) -> &'static str {
-    match state {
-        1 => "running",
-        2 => "idle",
-        3 => "paused",
-        4 => "in shutdown",
-        5 => "shut off",
-        6 => "crashed",
-        7 => "pmsuspended",
-        _ => "no state",
-    }
+    DomainState::from_numbers(state, 0).map_or("no state", DomainState::name)
 }
 
 fn reason_name(state: i32, reason: i32) -> &'static str {
-    match (state, reason) {
-        (1, 1) => "booted",
-        (1, 5) => "unpaused",
-        (1, 8) => "from snapshot",
-        (1, 9) => "event wakeup",
-        (3, 1) => "user",
-        (3, 3) => "I/O error",
-        (3, 4) => "watchdog",
-        (3, 11) => "starting up",
-        (3, 13) => "crashed",
-        (5, 1) => "shutdown",
-        (5, 2) => "destroyed",
-        (5, 3) => "crashed",
-        (5, 6) => "failed",
-        _ => "unknown",
-    }
+    DomainState::from_numbers(state, reason).map_or("unknown", DomainState::reason_name)
 }
 
 /// `list [--all]`.

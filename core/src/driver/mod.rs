@@ -843,21 +843,7 @@ impl Inner {
                 }
             }
         };
-        process::pidfd_signal(&pidfd, libc::SIGTERM).map_err(|e| {
-            DriverError::OperationFailed(format!("failed to terminate process: {e}"))
-        })?;
-        if exited.wait(DESTROY_GRACE).is_none() {
-            tracing::warn!(domain = %entry.name, "QEMU ignored SIGTERM for {DESTROY_GRACE:?}; sending SIGKILL");
-            process::pidfd_signal(&pidfd, libc::SIGKILL).map_err(|e| {
-                DriverError::OperationFailed(format!("failed to kill process: {e}"))
-            })?;
-            if exited.wait(Duration::from_secs(30)).is_none() {
-                return Err(DriverError::OperationFailed(
-                    "QEMU did not exit after SIGKILL".into(),
-                ));
-            }
-        }
-        Ok(())
+        terminate(&entry.name, &pidfd, &exited)
     }
 
     /// After a guest powered off with `<on_poweroff>destroy`: stop QEMU (the
@@ -871,15 +857,7 @@ impl Inner {
                 None => return Ok(()),
             }
         };
-        process::pidfd_signal(&pidfd, libc::SIGTERM).map_err(|e| {
-            DriverError::OperationFailed(format!("failed to terminate process: {e}"))
-        })?;
-        if exited.wait(DESTROY_GRACE).is_none() {
-            process::pidfd_signal(&pidfd, libc::SIGKILL).map_err(|e| {
-                DriverError::OperationFailed(format!("failed to kill process: {e}"))
-            })?;
-        }
-        Ok(())
+        terminate(&entry.name, &pidfd, &exited)
     }
 
     /// `<on_poweroff>restart`/`<on_reboot>restart` with `-no-shutdown`: reset
@@ -1033,6 +1011,25 @@ impl Inner {
         let next = self.next_id.load(Ordering::Relaxed).max(max_id + 1);
         self.next_id.store(next, Ordering::Relaxed);
     }
+}
+
+/// Stops a QEMU: SIGTERM, SIGKILL after [`DESTROY_GRACE`], then waits until
+/// its exit has been fully processed (state, files, labels, events).
+fn terminate(name: &str, pidfd: &std::os::fd::OwnedFd, exited: &runtime::ExitSignal) -> Result<()> {
+    process::pidfd_signal(pidfd, libc::SIGTERM)
+        .map_err(|e| DriverError::OperationFailed(format!("failed to terminate process: {e}")))?;
+    if exited.wait(DESTROY_GRACE).is_some() {
+        return Ok(());
+    }
+    tracing::warn!(domain = %name, "QEMU ignored SIGTERM for {DESTROY_GRACE:?}; sending SIGKILL");
+    process::pidfd_signal(pidfd, libc::SIGKILL)
+        .map_err(|e| DriverError::OperationFailed(format!("failed to kill process: {e}")))?;
+    if exited.wait(Duration::from_secs(30)).is_none() {
+        return Err(DriverError::OperationFailed(
+            "QEMU did not exit after SIGKILL".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The last `n` lines of a log file, joined with "; ".

@@ -34,6 +34,17 @@ pub enum RunningReason {
     Wakeup = 9,
 }
 
+impl RunningReason {
+    /// Every value.
+    pub const ALL: [RunningReason; 5] = [
+        RunningReason::Unknown,
+        RunningReason::Booted,
+        RunningReason::Unpaused,
+        RunningReason::FromSnapshot,
+        RunningReason::Wakeup,
+    ];
+}
+
 /// `virDomainPausedReason` (subset in use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PausedReason {
@@ -51,6 +62,18 @@ pub enum PausedReason {
     Crashed = 13,
 }
 
+impl PausedReason {
+    /// Every value.
+    pub const ALL: [PausedReason; 6] = [
+        PausedReason::Unknown,
+        PausedReason::User,
+        PausedReason::IoError,
+        PausedReason::Watchdog,
+        PausedReason::StartingUp,
+        PausedReason::Crashed,
+    ];
+}
+
 /// `virDomainShutoffReason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ShutoffReason {
@@ -64,6 +87,17 @@ pub enum ShutoffReason {
     Crashed = 3,
     /// Start failed.
     Failed = 6,
+}
+
+impl ShutoffReason {
+    /// Every value.
+    pub const ALL: [ShutoffReason; 5] = [
+        ShutoffReason::Unknown,
+        ShutoffReason::Shutdown,
+        ShutoffReason::Destroyed,
+        ShutoffReason::Crashed,
+        ShutoffReason::Failed,
+    ];
 }
 
 impl DomainState {
@@ -146,27 +180,30 @@ impl DomainState {
         (state, self.reason_name())
     }
 
-    /// Parses [`DomainState::status_names`] back (unknown reasons → `Unknown`).
+    /// Every state with every reason.
+    fn all() -> impl Iterator<Item = DomainState> {
+        RunningReason::ALL
+            .into_iter()
+            .map(DomainState::Running)
+            .chain(PausedReason::ALL.into_iter().map(DomainState::Paused))
+            .chain(ShutoffReason::ALL.into_iter().map(DomainState::Shutoff))
+            .chain([DomainState::Shutdown, DomainState::Crashed])
+    }
+
+    /// Parses [`DomainState::status_names`] back (an unknown reason gives the
+    /// state's `unknown` reason); `None` for anything but an active state.
     pub fn from_status_names(state: &str, reason: &str) -> Option<DomainState> {
-        Some(match state {
-            "running" => DomainState::Running(match reason {
-                "booted" => RunningReason::Booted,
-                "unpaused" => RunningReason::Unpaused,
-                "event wakeup" => RunningReason::Wakeup,
-                _ => RunningReason::Unknown,
-            }),
-            "paused" => DomainState::Paused(match reason {
-                "user" => PausedReason::User,
-                "I/O error" => PausedReason::IoError,
-                "watchdog" => PausedReason::Watchdog,
-                "starting up" => PausedReason::StartingUp,
-                "crashed" => PausedReason::Crashed,
-                _ => PausedReason::Unknown,
-            }),
-            "shutdown" => DomainState::Shutdown,
-            "crashed" => DomainState::Crashed,
-            _ => return None,
-        })
+        let active = |s: &DomainState| s.is_active() && s.status_names().0 == state;
+        Self::all()
+            .find(|s| active(s) && s.status_names().1 == reason)
+            .or_else(|| Self::all().find(|s| active(s) && s.reason_number() == 0))
+    }
+
+    /// The state for libvirt's (state, reason) numbers, as they cross the wire.
+    pub fn from_numbers(state: i32, reason: i32) -> Option<DomainState> {
+        Self::all()
+            .find(|s| s.number() == state && s.reason_number() == reason)
+            .or_else(|| Self::all().find(|s| s.number() == state && s.reason_number() == 0))
     }
 }
 
