@@ -585,7 +585,11 @@ pub fn disk_name_to_index(name: &str) -> Option<u32> {
             return None;
         }
         let d = c as u32 - 'a' as u32;
-        idx = if i == 0 { d } else { (idx + 1) * 26 + d };
+        idx = if i == 0 {
+            d
+        } else {
+            idx.checked_add(1)?.checked_mul(26)?.checked_add(d)?
+        };
     }
     Some(idx)
 }

@@ -159,17 +159,27 @@ fn memory_device_kib(m: &GenericDevice) -> u64 {
 /// the NUMA cells when `<memory>` is absent, the balloon target clamped to
 /// the total, and the hotplug limits checked.
 fn post_parse_memory(def: &mut Domain) -> Result<()> {
-    let hotplug: u64 = def.devices.memories.iter().map(memory_device_kib).sum();
+    let hotplug: u64 = def
+        .devices
+        .memories
+        .iter()
+        .map(memory_device_kib)
+        .fold(0, u64::saturating_add);
     let numa: u64 = if def.memory.total_kib == 0 {
         def.cpu
             .as_ref()
-            .map(|c| c.numa.iter().map(|n| n.memory_kib).sum())
+            .map(|c| {
+                c.numa
+                    .iter()
+                    .map(|n| n.memory_kib)
+                    .fold(0, u64::saturating_add)
+            })
             .unwrap_or(0)
     } else {
         0
     };
     if numa > 0 {
-        def.memory.total_kib = numa + hotplug;
+        def.memory.total_kib = numa.saturating_add(hotplug);
     } else if hotplug > def.memory.total_kib {
         return Err(Error::xml(
             "Total size of memory devices exceeds the total memory size",
@@ -638,7 +648,7 @@ fn next_chr_port(list: &[ChrDevice]) -> u32 {
     list.iter()
         .filter_map(|c| c.target.port)
         .max()
-        .map_or(0, |m| m + 1)
+        .map_or(0, |m| m.saturating_add(1))
 }
 
 fn default_disk_bus(dev: &str) -> DiskBus {
@@ -1036,6 +1046,11 @@ fn add_implicit_devices(
         .map(|c| (c.kind, c.idx()))
         .collect();
     for (kind, idx) in needed {
+        // each implicit controller needs a PCI function: an index past
+        // what 256 buses can hold would never be placed
+        if idx as usize >= 256 * 32 * 8 {
+            return Err(Error::Internal("No more available PCI slots".into()));
+        }
         for i in 0..=idx {
             if present.insert((kind, i)) {
                 let model = if kind == ControllerType::Scsi {
@@ -1313,7 +1328,9 @@ fn assign_spapr_vio_addresses(def: &mut Domain, machine: &str) -> Result<()> {
             None => {
                 let mut r = default;
                 while used.contains(&r) {
-                    r += 0x1000;
+                    r = r.checked_add(0x1000).ok_or_else(|| {
+                        Error::Internal("No more available spapr-vio addresses".into())
+                    })?;
                 }
                 used.push(r);
                 *reg = Some(r);
@@ -1609,6 +1626,16 @@ mod tests {
             "pc-i440fx-8.0"
         )
         .is_err());
+        let err = expanded(
+            "<disk type='file'><source file='/a'/><target dev='hda' bus='ide'/>\
+             <address type='drive' controller='4294967295' bus='0' target='0' unit='0'/></disk>",
+            "pc-i440fx-8.0",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "internal error: No more available PCI slots"
+        );
         // a virtio-serial controller may claim any number of ports
         let def = expanded(
             "<controller type='virtio-serial' index='0' ports='4294967295'/>\

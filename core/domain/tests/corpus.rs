@@ -309,6 +309,13 @@ const INTERESTING: &[&str] = &[
     "sdaa",
     "hdz",
     "fdb",
+    "4294967295",
+    "2147483648",
+    "18446744073709551615",
+    "0xffffffffffffffff",
+    "sdzzzzzzzzzzzzzz",
+    "16383",
+    "0-16383",
 ];
 
 /// One random edit of `s`: byte flips, truncations, splices and deletions
@@ -467,8 +474,9 @@ fn parser_survives_mutated_inputs() {
                 let _ = format(&d, &FormatOptions::live());
             }
         }
+        // wall time, so generous: the shared CI machine may be loaded
         assert!(
-            one.elapsed().as_secs() < 5,
+            one.elapsed().as_secs() < 30,
             "iteration {n} took {:?} (hang?)",
             one.elapsed()
         );
