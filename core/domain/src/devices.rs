@@ -255,6 +255,17 @@ impl Disk {
             }),
             None => None,
         };
+        // <auth> and <encryption> may be given on the disk or its source,
+        // not both (virDomainDiskDefParseSourceXML)
+        if let Some(s) = e.find("source") {
+            for (child, what) in [("auth", "an <auth>"), ("encryption", "an <encryption>")] {
+                if s.find(child).is_some() && e.find(child).is_some() {
+                    return Err(Error::unsupported(format!(
+                        "{what} definition already found for disk source"
+                    )));
+                }
+            }
+        }
         let source = match e.take_child("source") {
             Some(mut s) => {
                 // `index` numbers images of a running domain only
@@ -574,13 +585,22 @@ pub fn insert_disk(list: &mut Vec<Disk>, disk: Disk) -> usize {
 
 /// Maps a disk target name (`vdb`, `hdc`, `sdaa`) to its index (1, 2, 26).
 pub fn disk_name_to_index(name: &str) -> Option<u32> {
+    parse_disk_name(name).map(|(idx, _)| idx)
+}
+
+/// Splits a disk target name into its index and partition number, like
+/// libvirt's `virDiskNameParse` (`vdaa12` is disk 26, partition 12; `None`
+/// for names not of the form `(fd|hd|vd|sd|xvd|ubd)[a-z]+[0-9]*`).
+pub fn parse_disk_name(name: &str) -> Option<(u32, Option<u32>)> {
     let prefixes = ["fd", "hd", "vd", "sd", "xvd", "ubd"];
     let rest = prefixes.iter().find_map(|p| name.strip_prefix(p))?;
-    if rest.is_empty() {
+    let letters = rest.trim_end_matches(|c: char| c.is_ascii_digit());
+    let digits = &rest[letters.len()..];
+    if letters.is_empty() {
         return None;
     }
     let mut idx: u32 = 0;
-    for (i, c) in rest.chars().enumerate() {
+    for (i, c) in letters.chars().enumerate() {
         if !c.is_ascii_lowercase() {
             return None;
         }
@@ -591,7 +611,12 @@ pub fn disk_name_to_index(name: &str) -> Option<u32> {
             idx.checked_add(1)?.checked_mul(26)?.checked_add(d)?
         };
     }
-    Some(idx)
+    let partition = match digits {
+        "" => None,
+        d if d.len() > 1 && d.starts_with('0') => return None,
+        d => Some(d.parse().ok()?),
+    };
+    Some((idx, partition))
 }
 
 // ---------------------------------------------------------------- controllers

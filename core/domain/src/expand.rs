@@ -131,8 +131,8 @@ pub fn expand(def: &mut Domain, ctx: &mut ExpandContext<'_>) -> Result<()> {
     device_post_parse(def, caps, &arch, &machine, ctx)?;
 
     // virDomainDefPostParseCommon
-    if def.os.boot.is_empty() && !has_device_boot(def) && def.os.os_type == "hvm" {
-        def.os.boot.push(BootDev::Hd);
+    if def.os.os_type == "hvm" {
+        boot_order_post_parse(def)?;
     }
     graphics_post_parse(def);
     add_implicit_devices(def, caps, &arch, &machine)?;
@@ -241,13 +241,32 @@ fn post_parse_os(def: &mut Domain) -> Result<()> {
     Ok(())
 }
 
-fn has_device_boot(def: &Domain) -> bool {
-    let d = &def.devices;
-    d.disks.iter().any(|x| x.info.boot.is_some())
-        || d.interfaces.iter().any(|x| x.info.boot.is_some())
-        || d.hostdevs.iter().any(|x| x.info.boot.is_some())
-        || d.redirdevs.iter().any(|x| x.info.boot.is_some())
-        || d.filesystems.iter().any(|x| x.info.boot.is_some())
+/// `virDomainDefBootOrderPostParse`: per-device boot orders are unique and
+/// exclude `<os><boot>`; with neither, the guest boots from its disk.
+fn boot_order_post_parse(def: &mut Domain) -> Result<()> {
+    let mut orders = std::collections::BTreeSet::new();
+    let mut dup = None;
+    def.devices.for_each_info(|i| {
+        if let Some(b) = &i.boot {
+            if !orders.insert(b.order) && dup.is_none() {
+                dup = Some(b.order);
+            }
+        }
+    });
+    if let Some(o) = dup {
+        return Err(Error::unsupported(format!(
+            "boot order '{o}' used for more than one device"
+        )));
+    }
+    if !def.os.boot.is_empty() && !orders.is_empty() {
+        return Err(Error::unsupported(
+            "per-device boot elements cannot be used together with os/boot elements",
+        ));
+    }
+    if def.os.boot.is_empty() && orders.is_empty() {
+        def.os.boot.push(BootDev::Hd);
+    }
+    Ok(())
 }
 
 /// Lowest unused controller index of a type.
@@ -721,6 +740,13 @@ fn device_post_parse(
 ) -> Result<()> {
     let x86 = is_x86(arch);
     let have_caps = ctx.caps.is_some();
+    let scsi_hostdev_addrs: Vec<DriveAddress> = def
+        .devices
+        .hostdevs
+        .iter()
+        .filter(|h| h.attr("type") == Some("scsi"))
+        .filter_map(|h| h.info.address.as_ref().and_then(Address::as_drive).copied())
+        .collect();
     for disk in &mut def.devices.disks {
         let drv = disk.driver.get_or_insert_with(Default::default);
         if drv.residue.name.is_empty() {
@@ -771,6 +797,12 @@ fn device_post_parse(
         }
         if disk.info.address.is_none() {
             if let Some(a) = disk_drive_address(disk)? {
+                if disk.bus() == DiskBus::Scsi && scsi_hostdev_addrs.contains(&a) {
+                    return Err(Error::unsupported(format!(
+                        "using disk target name '{}' conflicts with SCSI host device address controller='{}' bus='{}' target='{}' unit='{}",
+                        disk.target.dev, a.controller, a.bus, a.target, a.unit
+                    )));
+                }
                 disk.info.address = Some(Address::Drive(a));
             }
         }

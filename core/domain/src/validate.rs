@@ -14,7 +14,10 @@ fn unsupported(msg: impl Into<String>) -> Error {
 
 /// Checks an expanded definition; the first problem found is returned.
 pub fn validate(def: &Domain) -> Result<()> {
+    validate_disk_uniqueness(def)?;
     validate_firmware(def)?;
+    validate_boot(def)?;
+    validate_filesystems(def)?;
     validate_features(def)?;
     validate_hugepages(def)?;
     for d in &def.devices.disks {
@@ -28,43 +31,81 @@ pub fn validate(def: &Domain) -> Result<()> {
     Ok(())
 }
 
+/// libvirt's `virDomainDefOSValidate` (`<loader>` and `<nvram>` together
+/// are libvirt's loader definition).
 fn validate_firmware(def: &Domain) -> Result<()> {
     let os = &def.os;
-    let loader = os.loader.as_ref();
-    if os.firmware.is_none() && !os.firmware_features.is_empty() {
-        return Err(unsupported(
-            "cannot use feature-based firmware autoselection when firmware autoselection is disabled",
-        ));
-    }
-    if let (Some(l), Some(n)) = (loader, &os.nvram) {
-        if l.stateless == Some(YesNo::Yes) && n.template.is_some() {
-            return Err(unsupported(
-                "NVRAM template is not permitted when loader is stateless",
+    let detail = |m: &str| Error::Plain(m.to_string());
+    let has_loader = os.loader.is_some() || os.nvram.is_some();
+    let loader = os.loader.clone().unwrap_or_default();
+    // a varstore path, old style (text) or new style (<source>)
+    let nvram = os
+        .nvram
+        .as_ref()
+        .is_some_and(|n| n.path.is_some() || n.residue.find("source").is_some());
+    let template = os.nvram.as_ref().is_some_and(|n| n.template.is_some());
+    if let Some(fw) = os.firmware {
+        if !has_loader {
+            return Ok(());
+        }
+        if loader.readonly.is_some() {
+            return Err(detail(
+                "loader attribute 'readonly' cannot be specified when firmware autoselection is enabled",
+            ));
+        }
+        if loader.kind.is_some() {
+            return Err(detail(
+                "loader attribute 'type' cannot be specified when firmware autoselection is enabled",
+            ));
+        }
+        if loader.path.is_some() {
+            return Err(detail(
+                "loader path cannot be specified when firmware autoselection is enabled",
+            ));
+        }
+        if template {
+            return Err(detail(
+                "nvram attribute 'template' cannot be specified when firmware autoselection is enabled",
+            ));
+        }
+        if loader.secure == Some(YesNo::No) {
+            return Err(detail(
+                "loader attribute 'secure' cannot be specified when firmware autoselection is enabled",
+            ));
+        }
+        if nvram && fw != Firmware::Efi {
+            return Err(detail(&format!(
+                "firmware type '{fw}' does not support nvram"
+            )));
+        }
+    } else {
+        if !os.firmware_features.is_empty() {
+            return Err(detail(
+                "cannot use feature-based firmware autoselection when firmware autoselection is disabled",
+            ));
+        }
+        if !has_loader {
+            return Ok(());
+        }
+        if loader.path.is_none() {
+            return Err(detail(
+                "no loader path specified and firmware auto selection disabled",
             ));
         }
     }
-    if os.firmware == Some(Firmware::Bios)
-        && (loader.is_some_and(|l| l.stateless == Some(YesNo::No)) || os.nvram.is_some())
-    {
-        return Err(unsupported("Only EFI firmware permits NVRAM"));
+    match loader.stateless {
+        Some(YesNo::Yes) if template => Err(detail(
+            "NVRAM template is not permitted when loader is stateless",
+        )),
+        Some(YesNo::Yes) if nvram => Err(detail("NVRAM is not permitted when loader is stateless")),
+        Some(YesNo::No) if os.firmware.is_none() && loader.kind != Some(LoaderType::Pflash) => {
+            Err(detail("Only pflash loader type permits NVRAM"))
+        }
+        Some(YesNo::No) if os.firmware.is_some_and(|f| f != Firmware::Efi) => {
+            Err(detail("Only EFI firmware permits NVRAM"))
+        }
+        _ => Ok(()),
     }
-    if os.firmware.is_some() && loader.is_some_and(|l| l.secure == Some(YesNo::No)) {
-        return Err(unsupported(
-            "loader attribute 'secure' cannot be specified when firmware autoselection is enabled",
-        ));
-    }
-    let feat = |n: &str| {
-        os.firmware_features
-            .iter()
-            .find(|f| f.name == n)
-            .map(|f| f.enabled)
-    };
-    if feat("enrolled-keys") == Some(YesNo::Yes) && feat("secure-boot") == Some(YesNo::No) {
-        return Err(unsupported(
-            "firmware feature 'enrolled-keys' cannot be enabled when firmware feature 'secure-boot' is disabled",
-        ));
-    }
-    Ok(())
 }
 
 fn validate_features(def: &Domain) -> Result<()> {
@@ -102,6 +143,9 @@ fn validate_hugepages(def: &Domain) -> Result<()> {
     }
     Ok(())
 }
+
+/// libvirt's secret usage types (`virSecretUsageType`).
+const SECRET_USAGE_TYPES: &[&str] = &["none", "volume", "ceph", "iscsi", "tls", "vtpm"];
 
 fn encryption_of(d: &Disk) -> Option<&crate::xml::Element> {
     d.residue
@@ -172,26 +216,140 @@ fn validate_disk(d: &Disk) -> Result<()> {
         .residue
         .find("auth")
         .or_else(|| d.source.as_ref().and_then(|s| s.residue.find("auth")));
-    if let (Some(auth), Some(proto)) = (auth, d.source.as_ref().and_then(|s| s.protocol.as_deref()))
-    {
+    // virDomainDiskDefValidateSourceChainOne
+    if let (DiskType::Network, Some(auth), Some(proto)) = (
+        d.kind,
+        auth,
+        d.source.as_ref().and_then(|s| s.protocol.as_deref()),
+    ) {
+        if matches!(
+            proto,
+            "nbd" | "sheepdog" | "gluster" | "tftp" | "vxhs" | "nfs"
+        ) {
+            return Err(unsupported(format!(
+                "authentication is not supported for protocol '{proto}'"
+            )));
+        }
+        let secret_type = auth.find("secret").and_then(|s| s.get_attr("type"));
+        if !secret_type.is_some_and(|t| SECRET_USAGE_TYPES.contains(&t)) {
+            return Err(unsupported(format!(
+                "unknown secret type '{}'",
+                secret_type.unwrap_or("<null>")
+            )));
+        }
         let expected = match proto {
             "iscsi" => Some("iscsi"),
             "rbd" => Some("ceph"),
             _ => None,
         };
-        if let (Some(exp), Some(t)) = (
-            expected,
-            auth.find("secret").and_then(|s| s.get_attr("type")),
-        ) {
+        if let (Some(exp), Some(t)) = (expected, secret_type) {
             if t != exp {
                 return Err(unsupported(format!("invalid secret type '{t}'")));
+            }
+        }
+    }
+    // qemuValidateDomainDeviceDefDisk: targets name a whole disk
+    match parse_disk_name(dst) {
+        None => return Err(unsupported(format!("invalid disk target '{dst}'"))),
+        Some((_, Some(p))) if p != 0 => {
+            return Err(unsupported(format!(
+                "invalid disk target '{dst}', partitions can't appear in disk targets"
+            )))
+        }
+        _ => {}
+    }
+    // qemuDomainValidateStorageSource
+    match format {
+        Some("cow") => return Err(unsupported("'cow' storage format is not supported")),
+        Some("dir") => {
+            return Err(unsupported(
+                "'directory' storage format is not directly supported by QEMU, use 'dir' disk type instead",
+            ))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `virDomainDefDuplicateDiskInfoValidate` and the disk half of
+/// `virDomainDefDuplicateDriveAddressesValidate`.
+fn validate_disk_uniqueness(def: &Domain) -> Result<()> {
+    let disks = &def.devices.disks;
+    for (i, a) in disks.iter().enumerate() {
+        for b in &disks[i + 1..] {
+            if a.target.dev == b.target.dev {
+                let src = |d: &Disk| {
+                    d.source
+                        .as_ref()
+                        .and_then(|s| s.path.clone().or_else(|| s.name.clone()))
+                        .unwrap_or_else(|| "<null>".into())
+                };
+                return Err(Error::xml(format!(
+                    "target '{}' duplicated for disk sources '{}' and '{}'",
+                    a.target.dev,
+                    src(a),
+                    src(b)
+                )));
+            }
+        }
+    }
+    for (i, a) in disks.iter().enumerate() {
+        let Some(Address::Drive(x)) = &a.info.address else {
+            continue;
+        };
+        for b in &disks[i + 1..] {
+            if a.bus() == b.bus() && b.info.address == a.info.address {
+                return Err(unsupported(format!(
+                    "Found duplicate drive address for disk with target name '{}' controller='{}' bus='{}' target='{}' unit='{}'",
+                    a.target.dev, x.controller, x.bus, x.target, x.unit
+                )));
             }
         }
     }
     Ok(())
 }
 
+/// `virDomainDefBootValidate`.
+fn validate_boot(def: &Domain) -> Result<()> {
+    if def.os.bootmenu_timeout.is_some_and(|t| t > 65535) {
+        return Err(unsupported(
+            "invalid value for boot menu timeout, must be in range [0,65535]",
+        ));
+    }
+    if def
+        .os
+        .bios_reboot_timeout
+        .is_some_and(|t| !(-1..=65535).contains(&t))
+    {
+        return Err(unsupported(
+            "invalid value for rebootTimeout, must be in range [-1,65535]",
+        ));
+    }
+    Ok(())
+}
+
+/// Filesystems QEMU cannot provide (`qemuValidateDomainDeviceDefFS`).
+fn validate_filesystems(def: &Domain) -> Result<()> {
+    for fs in &def.devices.filesystems {
+        let virtiofs = fs.child("driver").and_then(|d| d.get_attr("type")) == Some("virtiofs");
+        let socket = fs
+            .child("source")
+            .is_some_and(|s| s.get_attr("socket").is_some());
+        if virtiofs && !socket && fs.child("readonly").is_some() {
+            return Err(unsupported("virtiofs does not yet support read-only mode"));
+        }
+    }
+    Ok(())
+}
+
 fn validate_hostdevs(def: &Domain) -> Result<()> {
+    for h in &def.devices.hostdevs {
+        if h.attr("type") == Some("scsi_host") && h.info.boot.is_some() {
+            return Err(unsupported(
+                "booting from assigned devices is not supported by vhost SCSI devices",
+            ));
+        }
+    }
     let mut seen = Vec::new();
     for h in &def.devices.hostdevs {
         if h.attr("type") == Some("scsi") {
@@ -315,4 +473,84 @@ fn validate_inputs(def: &Domain) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse, ParseOptions};
+
+    fn check(devices: &str, os: &str) -> Result<()> {
+        let xml = format!(
+            "<domain type='kvm'><name>t</name><memory>1</memory>\
+             <os>{os}<type>hvm</type></os><devices>{devices}</devices></domain>"
+        );
+        validate(&parse(&xml, ParseOptions { inactive: true })?)
+    }
+
+    fn message(r: Result<()>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn duplicate_disk_targets_are_rejected_with_both_sources() {
+        let m = message(check(
+            "<disk type='file'><source file='/a'/><target dev='sda'/></disk>\
+             <disk type='file'><source file='/b'/><target dev='sda' bus='usb'/></disk>",
+            "",
+        ));
+        assert_eq!(
+            m,
+            "XML error: target 'sda' duplicated for disk sources '/a' and '/b'"
+        );
+    }
+
+    #[test]
+    fn partition_targets_and_unusable_formats_are_rejected() {
+        let m = message(check("<disk><target dev='vdb1'/></disk>", ""));
+        assert!(m.contains("partitions can't appear in disk targets"), "{m}");
+        let m = message(check(
+            "<disk><driver name='qemu' type='cow'/><target dev='vda'/></disk>",
+            "",
+        ));
+        assert!(m.contains("'cow' storage format is not supported"), "{m}");
+    }
+
+    #[test]
+    fn network_disk_secret_needs_a_known_type() {
+        let m = message(check(
+            "<disk type='network'><auth username='u'><secret usage='x'/></auth>\
+             <source protocol='iscsi' name='iqn/1'><host name='h'/></source>\
+             <target dev='vda'/></disk>",
+            "",
+        ));
+        assert_eq!(m, "unsupported configuration: unknown secret type '<null>'");
+    }
+
+    #[test]
+    fn firmware_autoselection_rules_follow_libvirt() {
+        let m = message(check("", "<nvram>/x_VARS.fd</nvram>"));
+        assert!(m.contains("no loader path specified"), "{m}");
+        let xml = "<domain type='kvm'><name>t</name><memory>1</memory>\
+             <os firmware='bios'><type>hvm</type><nvram>/x</nvram></os></domain>";
+        let m = message(validate(
+            &parse(xml, ParseOptions { inactive: true }).unwrap(),
+        ));
+        assert_eq!(m, "firmware type 'bios' does not support nvram");
+        let xml = "<domain type='kvm'><name>t</name><memory>1</memory>\
+             <os firmware='efi'><type>hvm</type><loader type='pflash'/></os></domain>";
+        let m = message(validate(
+            &parse(xml, ParseOptions { inactive: true }).unwrap(),
+        ));
+        assert!(
+            m.starts_with("loader attribute 'type' cannot be specified"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn boot_menu_timeout_is_range_checked() {
+        let m = message(check("", "<bootmenu enable='yes' timeout='65536'/>"));
+        assert!(m.contains("must be in range [0,65535]"), "{m}");
+    }
 }
