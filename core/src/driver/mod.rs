@@ -754,7 +754,7 @@ impl Inner {
             let loaded = std::fs::read_to_string(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|text| {
-                    qvisor_domain::parse(&text, ParseOptions { inactive: true })
+                    qvisor_domain::parse_existing(&text, ParseOptions { inactive: true })
                         .map_err(|e| e.to_string())
                 });
             match loaded {

@@ -164,7 +164,7 @@ impl Status {
             })
             .collect();
         let dom = root.take_child("domain").ok_or("missing <domain>")?;
-        let def = Domain::from_element(dom, ParseOptions { inactive: false })
+        let def = Domain::from_element_for(dom, ParseOptions { inactive: false }, false)
             .map_err(|e| e.to_string())?;
         Ok(Status {
             state,
