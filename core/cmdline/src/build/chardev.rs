@@ -2,7 +2,9 @@
 //! sockets and files, TLS for TCP) and serial, parallel, channel and
 //! console frontends.
 
-use qvisor_domain::{ChrDevice, ChrSource, ChrTcpProtocol, ChrType, OnOff, StrEnum, YesNo};
+use qvisor_domain::{
+    Address, ChrDevice, ChrSource, ChrTcpProtocol, ChrType, OnOff, StrEnum, YesNo,
+};
 
 use super::Ctx;
 use crate::env::SecretRef;
@@ -326,12 +328,51 @@ fn virtio_serial_port(ctx: &mut Ctx, c: &ChrDevice, console: bool) -> Result<()>
     Ok(())
 }
 
+/// The socket a virtio channel with a path-less UNIX source listens on:
+/// `<channel target dir>/domain-<short name>/<target name>`, or a
+/// `vioser-CC-BB-PP.sock` name from its virtio-serial address when the
+/// target has no name (libvirt's `qemuDomainPrepareChannel`).
+fn channel_socket_path(ctx: &Ctx, c: &ChrDevice) -> Option<String> {
+    if c.target.kind.as_deref() != Some("virtio")
+        || c.source.kind != ChrType::Unix
+        || c.source.path.is_some()
+    {
+        return None;
+    }
+    let dir = ctx
+        .env
+        .channel_target_dir
+        .join(format!("domain-{}", ctx.short_name));
+    let file = match &c.target.name {
+        Some(name) => name.clone(),
+        None => {
+            let (controller, bus, port) = match c.info.address {
+                Some(Address::VirtioSerial {
+                    controller,
+                    bus,
+                    port,
+                }) => (controller, bus, port),
+                _ => (0, 0, 0),
+            };
+            format!("vioser-{controller:02}-{bus:02}-{port:02}.sock")
+        }
+    };
+    Some(dir.join(file).to_string_lossy().into_owned())
+}
+
 pub(super) fn channels(ctx: &mut Ctx) -> Result<()> {
     let def = ctx.def;
     for c in &def.devices.channels {
         let alias = c.info.alias.clone().unwrap_or_default();
         let id = format!("char{alias}");
-        chardev(ctx, &c.source, &id, &alias, ChrUse::Device)?;
+        match channel_socket_path(ctx, c) {
+            Some(path) => {
+                let mut src = c.source.clone();
+                src.path = Some(path);
+                chardev(ctx, &src, &id, &alias, ChrUse::Device)?;
+            }
+            None => chardev(ctx, &c.source, &id, &alias, ChrUse::Device)?,
+        }
         match c.target.kind.as_deref() {
             Some("guestfwd") => {
                 let s = format!(

@@ -431,6 +431,36 @@ mod tests {
         );
     }
 
+    #[test]
+    fn pathless_virtio_channel_listens_under_the_channel_target_dir() {
+        let xml = MINIMAL.replace(
+            "<controller type='pci'",
+            "<channel type='unix'><source mode='bind'/>\
+             <target type='virtio' name='org.qemu.guest_agent.0'/></channel>\
+             <channel type='unix'><source mode='bind'/><target type='virtio'/>\
+             <address type='virtio-serial' controller='0' bus='0' port='2'/></channel>\
+             <controller type='virtio-serial' index='0'>\
+             <address type='pci' domain='0' bus='0' slot='4' function='0'/></controller>\
+             <controller type='pci'",
+        ) + "</domain>";
+        let cl = build_with(&domain(&xml), &caps(&[]));
+        let sockets: Vec<&str> = cl
+            .fds
+            .iter()
+            .filter_map(|f| match &f.purpose {
+                FdPurpose::ListenSocket(p) => Some(p.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sockets,
+            [
+                "/tmp/channel/domain--1-vm/org.qemu.guest_agent.0",
+                "/tmp/channel/domain--1-vm/vioser-00-00-02.sock"
+            ]
+        );
+    }
+
     fn cpu_arg(cl: &CommandLine) -> String {
         let a = cl.args();
         let i = a.iter().position(|t| t == "-cpu").unwrap();
