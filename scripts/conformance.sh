@@ -17,7 +17,7 @@ FLOORS=(
     "caps 9"
     "xml2xml 85"
     "errors 33 --require-message"
-    "argv 210"
+    "argv 220"
 )
 
 [ -x "$TOOL" ] || cargo build --release -p qvisor-conformance
