@@ -142,11 +142,25 @@ impl Daemon {
 
     /// [`Daemon::start_with`] with this `qemu.conf` in the root.
     pub fn start_configured(tag: &str, qemu_conf: Option<&str>, extra: &[&str]) -> Daemon {
+        let files: Vec<(&str, &str)> = qemu_conf
+            .map(|c| ("etc/qemu.conf", c))
+            .into_iter()
+            .collect();
+        Self::start_with_files(tag, &files, extra)
+    }
+
+    /// [`Daemon::start_with`] with these files (path relative to the root,
+    /// contents) written into the root first (`etc/qemu.conf`,
+    /// `etc/plugins.ron`, a capabilities cache...).
+    pub fn start_with_files(tag: &str, files: &[(&str, &str)], extra: &[&str]) -> Daemon {
         let dir = TempDir::new(tag);
         let root = dir.path().join("root");
-        if let Some(conf) = qemu_conf {
-            std::fs::create_dir_all(root.join("etc")).expect("create root/etc");
-            std::fs::write(root.join("etc/qemu.conf"), conf).expect("write qemu.conf");
+        for (rel, text) in files {
+            let path = root.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).expect("create directory in root");
+            }
+            std::fs::write(&path, text).expect("write file in root");
         }
         let mut d = Daemon {
             socket: dir.path().join("sock"),

@@ -562,6 +562,9 @@ impl qvisor_rpc::Handler for ConnHandler {
         if let Some(stop) = self.forwarder.take() {
             let _ = stop.send(());
         }
+        // Whatever the client's calls left freed in the heap (a capabilities
+        // document parsed, a definition expanded) goes back to the kernel.
+        super::heap::release_free_memory();
     }
 }
 

@@ -7,6 +7,7 @@
 //! handler decodes a call (qvisor-rpc did), calls the driver, encodes the reply.
 
 mod handler;
+mod heap;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -141,6 +142,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         conf: loaded.conf,
         plugins,
     })?;
+    // Loading persistent domains and re-attaching to running ones parsed a
+    // lot of XML that is garbage now.
+    heap::release_free_memory();
     let config = ServerConfig {
         sockets: plan.sockets.clone(),
         peer_policy: plan.peer_policy,
