@@ -21,8 +21,11 @@
 //!   queues come from /dev/net/tun;
 //! - `host_device`/`host_cdrom` storage reads the fake image with `file`.
 //!
-//! QEMU runs in a private network namespace when the test may create one, so
-//! the fixed VNC/SPICE ports of the corpus never clash with anything.
+//! Cases run [`MAX_JOBS`] at a time at most (`QVISOR_QA_JOBS` overrides),
+//! each worker thread in its own network namespace so the fixed VNC/SPICE
+//! ports of the corpus never clash; without namespaces they run one at a
+//! time. Every QEMU and helper is killed and reaped by a guard, panics
+//! included. A case asking for SMM runs with TCG when KVM here lacks it.
 //!
 //! Selection: all corpus cases, minus the ones these rules exclude before
 //! anything runs (each is printed with its rule): the case needs a host
@@ -30,12 +33,17 @@
 //! storage servers, vhost devices and vhost-user backends, audio servers, GPU
 //! render nodes, display servers, NUMA nodes or huge pages this host lacks,
 //! more RAM to commit than [`MAX_COMMIT_BYTES`]); this QEMU build lacks a
-//! device, object or audio driver the command line names; the case needs
-//! per-case capability flags; or it carries verbatim `<qemu:commandline>`
-//! arguments (the user's, not ours). Of the rest at least [`MIN_RATIO`] must
-//! start; the others are printed with QEMU's reason.
+//! device, object, file system or audio driver the command line names;
+//! KVM here cannot set the Hyper-V VP index; `maxmem` exceeds the host's
+//! physical address bits; SDL audio would need a sound server; the case
+//! needs per-case capability flags; or it carries verbatim
+//! `<qemu:commandline>` arguments (the user's, not ours). Of the rest at
+//! least [`MIN_RATIO`] must start, and at least [`MIN_SAMPLE`] must be tried;
+//! the others are printed with QEMU's reason.
 //!
-//! `QVISOR_TEST_QEMU` overrides the binary, `QVISOR_CONFORMANCE_DIR` the corpus.
+//! `QVISOR_TEST_QEMU` overrides the binary, `QVISOR_CONFORMANCE_DIR` the corpus;
+//! `QVISOR_QA_CASES=a,b` runs only these cases and `QVISOR_QA_VERBOSE=1`
+//! prints the arguments of each case that did not start.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, CString};
