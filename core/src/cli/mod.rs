@@ -1,6 +1,7 @@
 //! The `qvisor` command line: parses arguments with clap, calls the driver API,
 //! prints the result. No lifecycle logic lives here.
 
+pub mod bench;
 mod domain;
 mod plugins;
 pub mod storage;
@@ -97,6 +98,8 @@ pub enum Command {
     /// Storage pools and volumes (pool-*, vol-*).
     #[command(flatten)]
     Storage(storage::StorageCommand),
+    /// Measure qvisor against plain QEMU (and libvirtd when it runs): table, JSON, SVG.
+    Bench(bench::BenchArgs),
 }
 
 /// Entry point of the `qvisor` binary.
@@ -133,6 +136,7 @@ pub fn main() -> ExitCode {
         Command::Capabilities => domain::capabilities(c),
         Command::Domcapabilities(a) => domain::domcapabilities(c, a),
         Command::Storage(s) => storage::run(c, s),
+        Command::Bench(a) => bench::run(c, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
