@@ -431,10 +431,10 @@ impl qvisor_rpc::Handler for ConnHandler {
                 })
             }),
             Call::DomainGetState(r) => r.respond(|a| {
-                let s = self.domain(&a.dom)?;
+                let state = d.state_by_uuid(&a.dom.uuid).map_err(remote_error)?;
                 Ok(DomainGetStateRet {
-                    state: s.state.number(),
-                    reason: s.state.reason_number(),
+                    state: state.number(),
+                    reason: state.reason_number(),
                 })
             }),
             Call::DomainGetXmlDesc(r) => r.respond(|a| {

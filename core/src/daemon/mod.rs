@@ -135,6 +135,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let lock = crate::lockfile::LockFile::acquire(&paths.state_dir.join("qvisord.lock"))?;
+    // Before the sockets exist, as libvirtd: whoever can connect finds it.
+    let pidfile = args.pidfile.as_deref().map(PidFile::write).transpose()?;
     let plugins = load_specs(&paths.plugins_conf, &plugin_dir())?;
     let driver = Driver::open(DriverOptions {
         uri: plan.uri,
@@ -155,9 +157,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let server = Server::bind(config, service)?;
     let handle = server.handle();
-    if let Some(p) = &args.pidfile {
-        crate::fsutil::write_atomic(p, format!("{}\n", std::process::id()).as_bytes(), 0o644)?;
-    }
     {
         let handle = handle.clone();
         std::thread::Builder::new()
@@ -193,12 +192,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let served = server.run();
     driver.shutdown_driver();
-    if let Some(p) = &args.pidfile {
-        let _ = std::fs::remove_file(p);
-    }
+    drop(pidfile);
     drop(lock);
     served?;
     Ok(())
+}
+
+/// Our pid in a file for as long as we run; removed however `run` ends.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &std::path::Path) -> std::io::Result<PidFile> {
+        let pid = format!("{}\n", std::process::id());
+        crate::fsutil::write_atomic(path, pid.as_bytes(), 0o644)?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Tells the process that started us that the socket accepts connections.

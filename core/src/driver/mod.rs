@@ -325,13 +325,16 @@ impl Driver {
 
     /// One domain's summary, by UUID.
     pub fn lookup_uuid(&self, uuid: &[u8; 16]) -> Result<DomainSummary> {
-        let entry = self.inner.registry.lock().by_uuid(uuid).ok_or_else(|| {
-            DriverError::NoDomain(format!(
-                "no domain with matching uuid '{}'",
-                qvisor_domain::Uuid(*uuid)
-            ))
-        })?;
+        let entry = self.inner.lookup_uuid(uuid)?;
         Ok(self.inner.summary(&entry))
+    }
+
+    /// One domain's state, by UUID: what `virsh list` asks of every domain,
+    /// without building a whole summary.
+    pub fn state_by_uuid(&self, uuid: &[u8; 16]) -> Result<DomainState> {
+        let entry = self.inner.lookup_uuid(uuid)?;
+        let state = entry.obj.lock().state;
+        Ok(state)
     }
 
     /// One running domain's summary, by id.
@@ -453,6 +456,15 @@ pub(crate) fn random_bytes(buf: &mut [u8]) {
 }
 
 impl Inner {
+    fn lookup_uuid(&self, uuid: &[u8; 16]) -> Result<Arc<DomainEntry>> {
+        self.registry.lock().by_uuid(uuid).ok_or_else(|| {
+            DriverError::NoDomain(format!(
+                "no domain with matching uuid '{}'",
+                qvisor_domain::Uuid(*uuid)
+            ))
+        })
+    }
+
     fn lookup(&self, name: &str) -> Result<Arc<DomainEntry>> {
         self.registry
             .lock()

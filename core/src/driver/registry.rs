@@ -70,6 +70,9 @@ pub struct DomainEntry {
 #[derive(Default)]
 pub struct Registry {
     by_name: BTreeMap<String, Arc<DomainEntry>>,
+    /// The same entries by UUID: clients name domains by UUID in every call
+    /// after the lookup (virsh `list` asks each domain's state by UUID).
+    by_uuid: BTreeMap<[u8; 16], Arc<DomainEntry>>,
 }
 
 impl Registry {
@@ -80,7 +83,7 @@ impl Registry {
 
     /// Looks up by UUID.
     pub fn by_uuid(&self, uuid: &[u8; 16]) -> Option<Arc<DomainEntry>> {
-        self.by_name.values().find(|e| &e.uuid == uuid).cloned()
+        self.by_uuid.get(uuid).cloned()
     }
 
     /// Looks up a running domain by id.
@@ -140,11 +143,45 @@ impl Registry {
             obj: Mutex::new(obj),
         });
         self.by_name.insert(entry.name.clone(), entry.clone());
+        self.by_uuid.insert(uuid, entry.clone());
         entry
     }
 
     /// Removes an entry.
     pub fn remove(&mut self, name: &str) {
-        self.by_name.remove(name);
+        if let Some(e) = self.by_name.remove(name) {
+            self.by_uuid.remove(&e.uuid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(name: &str) -> DomainObj {
+        let def = Domain {
+            name: name.to_string(),
+            ..Domain::default()
+        };
+        DomainObj::inactive(def, true)
+    }
+
+    #[test]
+    fn entries_are_found_by_uuid_until_removed() {
+        let mut reg = Registry::default();
+        reg.insert(obj("a"), [1; 16]);
+        reg.insert(obj("b"), [2; 16]);
+        assert_eq!(
+            reg.by_uuid(&[2; 16]).map(|e| e.name.clone()).as_deref(),
+            Some("b")
+        );
+        reg.remove("b");
+        assert!(reg.by_uuid(&[2; 16]).is_none());
+        assert_eq!(
+            reg.by_uuid(&[1; 16]).map(|e| e.name.clone()).as_deref(),
+            Some("a")
+        );
+        assert_eq!(reg.len(), 1);
     }
 }
