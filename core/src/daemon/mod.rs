@@ -82,13 +82,14 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     };
     let paths = DriverPaths::new(&uri.mode, &env)?;
     let system = matches!(uri.mode, qvisor_conf::Mode::System);
-    let default_rw = match (&args.root, system) {
-        (Some(_), _) => paths.supervisor_socket(),
-        (None, true) => PathBuf::from("/run/libvirt/libvirt-sock"),
-        (None, false) => env.runtime_dir()?.join("libvirt/libvirt-sock"),
+    let rw = match (&args.socket, &args.root, system) {
+        (Some(path), _, _) => path.clone(),
+        (None, Some(_), _) => paths.supervisor_socket(),
+        (None, None, true) => PathBuf::from("/run/libvirt/libvirt-sock"),
+        (None, None, false) => env.runtime_dir()?.join("libvirt/libvirt-sock"),
     };
     let mut sockets = vec![SocketConfig {
-        path: args.socket.clone().unwrap_or(default_rw),
+        path: rw,
         mode: args.socket_mode,
         read_only: false,
     }];
@@ -248,5 +249,56 @@ pub fn main() -> std::process::ExitCode {
             eprintln!("qvisord: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Args {
+        Args::parse_from(std::iter::once("qvisord").chain(a.iter().copied()))
+    }
+
+    #[test]
+    fn a_daemon_over_a_root_serves_only_its_own_user() {
+        let p = plan(&args(&[
+            "--root",
+            "/tmp/qvisor-plan",
+            "--socket",
+            "/tmp/qvisor-plan.sock",
+        ]))
+        .unwrap();
+        assert_eq!(p.peer_policy, PeerPolicy::SameUser);
+        assert_eq!(
+            p.sockets,
+            [SocketConfig::read_write("/tmp/qvisor-plan.sock")]
+        );
+    }
+
+    #[test]
+    fn a_session_daemon_serves_only_its_own_user() {
+        let p = plan(&args(&["--session", "--socket", "/tmp/qvisor-plan.sock"])).unwrap();
+        assert!(matches!(p.uri.mode, qvisor_conf::Mode::Session));
+        assert_eq!(p.peer_policy, PeerPolicy::SameUser);
+    }
+
+    #[test]
+    fn the_system_daemon_serves_any_user_on_libvirts_two_sockets() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: qvisord serves qemu:///system only as root");
+            return;
+        }
+        let p = plan(&args(&[])).unwrap();
+        assert!(matches!(p.uri.mode, qvisor_conf::Mode::System));
+        assert_eq!(p.peer_policy, PeerPolicy::AnyUser);
+        assert_eq!(
+            p.sockets,
+            [
+                SocketConfig::read_write("/run/libvirt/libvirt-sock"),
+                SocketConfig::read_only("/run/libvirt/libvirt-sock-ro"),
+            ]
+        );
     }
 }
