@@ -152,6 +152,13 @@ pub trait Host {
     /// until the child is spawned.
     fn pass_fd(&mut self, purpose: &FdPurpose) -> Result<i32, String>;
 
+    /// Whether chardev files and the monitor socket are opened here and
+    /// passed as descriptors. libvirt's "pretend" command line
+    /// (`domxml-to-native`) opens nothing and names their paths instead.
+    fn passes_chardev_fds(&self) -> bool {
+        true
+    }
+
     /// Whether `path` is a host CD-ROM drive.
     fn is_cdrom(&self, path: &str) -> bool;
 

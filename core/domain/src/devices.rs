@@ -2492,8 +2492,53 @@ impl Devices {
         Ok(d)
     }
 
-    /// Formats `<devices>`.
+    /// Console `n` as libvirt prints it: in an hvm guest a console with
+    /// a `serial` (or no) target is an alias of serial port `n` and shows
+    /// that port's live source and alias.
+    fn console_as_formatted<'a>(
+        &self,
+        n: usize,
+        con: &'a ChrDevice,
+        hvm: bool,
+    ) -> std::borrow::Cow<'a, ChrDevice> {
+        let aliased = matches!(con.target.kind.as_deref(), None | Some("serial"));
+        match self.serials.get(n) {
+            Some(serial) if hvm && aliased => {
+                let mut c = serial.clone();
+                c.device = ChrDeviceKind::Console;
+                c.target = ChrTarget {
+                    kind: Some("serial".into()),
+                    port: serial.target.port,
+                    ..ChrTarget::default()
+                };
+                c.residue = con.residue.clone();
+                std::borrow::Cow::Owned(c)
+            }
+            _ => std::borrow::Cow::Borrowed(con),
+        }
+    }
+
+    /// Rewrites each console that aliases a serial port into what libvirt
+    /// prints for it (see [`Devices::to_element_for`]), so the model equals
+    /// what reading the printed XML back gives.
+    pub fn mirror_serial_consoles(&mut self, hvm: bool) {
+        let mirrored: Vec<ChrDevice> = self
+            .consoles
+            .iter()
+            .enumerate()
+            .map(|(n, con)| self.console_as_formatted(n, con, hvm).into_owned())
+            .collect();
+        self.consoles = mirrored;
+    }
+
+    /// Formats `<devices>` of a non-hvm guest (consoles print as they are).
     pub fn to_element(&self, opts: &FormatOptions) -> Element {
+        self.to_element_for(opts, false)
+    }
+
+    /// Formats `<devices>`; `hvm` makes serial consoles mirror their
+    /// serial port, as libvirt prints them.
+    pub fn to_element_for(&self, opts: &FormatOptions, hvm: bool) -> Element {
         let mut e = Element::new("devices");
         let c = &mut e.children;
         if let Some(em) = &self.emulator {
@@ -2511,7 +2556,12 @@ impl Devices {
         c.extend(self.smartcards.iter().map(gen));
         c.extend(self.serials.iter().map(|s| s.format(opts)));
         c.extend(self.parallels.iter().map(|s| s.format(opts)));
-        c.extend(self.consoles.iter().map(|s| s.format(opts)));
+        c.extend(
+            self.consoles
+                .iter()
+                .enumerate()
+                .map(|(n, con)| self.console_as_formatted(n, con, hvm).format(opts)),
+        );
         c.extend(self.channels.iter().map(|s| s.format(opts)));
         c.extend(self.inputs.iter().map(Input::format));
         c.extend(self.tpms.iter().map(gen));

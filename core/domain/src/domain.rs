@@ -750,8 +750,16 @@ impl Domain {
         if e.name != "domain" || e.ns.is_some() {
             return Err(Error::ParseDomainRoot(e.name));
         }
+        // libvirt's own wording for the root's type (not the generic
+        // attribute message): missing is an internal error, unknown is
+        // an unsupported configuration.
+        let virt_type = e
+            .take_attr("type")
+            .ok_or_else(|| Error::Internal("missing domain type attribute".into()))?;
+        let kind = StrEnum::from_name(&virt_type)
+            .ok_or_else(|| Error::Unsupported(format!("invalid domain type {virt_type}")))?;
         let mut d = Domain {
-            kind: Some(take_enum_req(&mut e, "type")?),
+            kind: Some(kind),
             ..Default::default()
         };
         let id = take_i64(&mut e, "id")?;
@@ -1053,7 +1061,7 @@ impl Domain {
             }
         }
         c.extend(self.perf.iter().cloned());
-        c.push(self.devices.to_element(opts));
+        c.push(self.devices.to_element_for(opts, self.os.os_type == "hvm"));
         c.extend(self.seclabels.iter().cloned());
         c.extend(self.keywrap.iter().cloned());
         c.extend(self.launch_security.iter().cloned());

@@ -631,6 +631,30 @@ fn isa_serial_post_parse(def: &mut Domain, arch: &str) -> Result<()> {
             };
         }
     }
+    // console compat, second half (virDomainDefAddConsoleCompat): an hvm
+    // guest whose first serial port is a plain one (not PCI, USB or
+    // isa-debug) and whose first console is not already its alias gets a
+    // stub console in front, which mirrors that serial port
+    let mirrors_serial = |c: &ChrDevice| matches!(c.target.kind.as_deref(), None | Some("serial"));
+    if def.os.os_type == "hvm" {
+        let plain = def.devices.serials.first().is_some_and(|s| {
+            matches!(
+                s.target.kind.as_deref(),
+                None | Some("isa-serial" | "spapr-vio-serial" | "system-serial" | "sclp-serial")
+            )
+        });
+        if plain && !def.devices.consoles.first().is_some_and(mirrors_serial) {
+            let mut stub = def.devices.serials[0].clone();
+            stub.device = ChrDeviceKind::Console;
+            stub.target = ChrTarget {
+                kind: Some("serial".into()),
+                ..ChrTarget::default()
+            };
+            stub.info = crate::address::DeviceInfo::default();
+            stub.residue = crate::xml::Element::new("console");
+            def.devices.consoles.insert(0, stub);
+        }
+    }
     let first_serial = def.devices.serials.first().cloned();
     for i in 0..def.devices.consoles.len() {
         let next = next_chr_port(&def.devices.consoles);
@@ -1579,6 +1603,38 @@ mod tests {
             .map(|f| f.name.as_str())
             .collect();
         assert_eq!(names, ["enrolled-keys", "secure-boot"]);
+    }
+
+    #[test]
+    fn a_plain_serial_port_gets_a_console_alias_in_front() {
+        let def = expanded(
+            "<serial type='file'><source path='/tmp/s.log'/></serial>\
+             <console type='pty'><target type='virtio'/></console>",
+            "pc-i440fx-8.0",
+        )
+        .unwrap();
+        let kinds: Vec<Option<&str>> = def
+            .devices
+            .consoles
+            .iter()
+            .map(|c| c.target.kind.as_deref())
+            .collect();
+        assert_eq!(kinds, [Some("serial"), Some("virtio")]);
+        let out = crate::format(&def, &crate::FormatOptions::inactive_secure());
+        assert!(
+            out.contains(
+                "<console type='file'>\n      <source path='/tmp/s.log'/>\n      \
+                 <target type='serial' port='0'/>"
+            ),
+            "{out}"
+        );
+
+        let pci = expanded(
+            "<serial type='pty'><target type='pci-serial'/></serial>",
+            "pc-i440fx-8.0",
+        )
+        .unwrap();
+        assert!(pci.devices.consoles.is_empty());
     }
 
     #[test]

@@ -634,6 +634,13 @@ impl Inner {
             let cg = DomainCgroup::create(&layout, &rel, selected, &rules)
                 .map_err(|e| DriverError::OperationFailed(format!("domain '{name}': {e}")))?;
             tracing::debug!(domain = %name, dirs = ?cg.dirs(), "cgroups created");
+            // The live XML names the partition the guest's cgroup sits in.
+            if live.resource.is_none() {
+                live.resource = Some(
+                    qvisor_domain::xml::Element::new("resource")
+                        .child(qvisor_domain::xml::Element::new("partition").text("/machine")),
+                );
+            }
             setup.hooks.push(cg.join_hook());
         }
 

@@ -148,6 +148,10 @@ impl qvisor_cmdline::Host for RealHost {
         Ok(self.keep(fd))
     }
 
+    fn passes_chardev_fds(&self) -> bool {
+        !self.pretend
+    }
+
     fn is_cdrom(&self, path: &str) -> bool {
         // SCSI CD-ROM block devices have major number 11.
         std::fs::metadata(path)

@@ -42,7 +42,7 @@ pub(super) fn chardev(
     devalias: &str,
     usage: ChrUse,
 ) -> Result<()> {
-    let passing = usage == ChrUse::Device;
+    let passing = usage == ChrUse::Device && ctx.env.host.passes_chardev_fds();
     let mut kv;
     match src.kind {
         ChrType::Null => kv = Keyval::head("null").kv("id", id),

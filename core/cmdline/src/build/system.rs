@@ -893,15 +893,13 @@ pub(super) fn vmgenid(ctx: &mut Ctx) {
 
 pub(super) fn monitor(ctx: &mut Ctx) -> Result<()> {
     let path = ctx.private_path("monitor.sock");
-    let fd = ctx.pass_fd(FdPurpose::Monitor(path))?;
-    ctx.keyval(
-        "-chardev",
-        Keyval::head("socket")
-            .kv("id", "charmonitor")
-            .kv("fd", fd)
-            .kv("server", "on")
-            .kv("wait", "off"),
-    );
+    let socket = Keyval::head("socket").kv("id", "charmonitor");
+    let socket = if ctx.env.host.passes_chardev_fds() {
+        socket.kv("fd", ctx.pass_fd(FdPurpose::Monitor(path))?)
+    } else {
+        socket.kv("path", path)
+    };
+    ctx.keyval("-chardev", socket.kv("server", "on").kv("wait", "off"));
     ctx.keyval(
         "-mon",
         Keyval::new()
