@@ -32,6 +32,7 @@ mod sys;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -147,10 +148,20 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Prefix of every domain the bench defines in libvirtd.
 const PEER_PREFIX: &str = "qvbench-";
 
-/// The libvirt daemon compared against, reached by `virsh -c qemu:///system`
-/// and by our RPC client (bulk defines, destroys: untimed).
+/// How long one call to libvirtd through our client may take before the
+/// peer counts as hung (its comparisons are then abandoned).
+const PEER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A define + undefine round trip slower than this means libvirtd is not
+/// in a state worth comparing against (e.g. re-probing QEMU on every call).
+const PEER_SLOW_DEFINE: Duration = Duration::from_secs(2);
+
+/// The libvirt daemon compared against: timed through `virsh -c
+/// qemu:///system`, set up and torn down through our RPC client (untimed;
+/// every call has a deadline so a hung daemon cannot hang the run).
 struct Peer {
-    conn: Connection,
+    conn: Arc<Connection>,
+    broken: Arc<AtomicBool>,
     pid: i32,
     version: String,
     dir: PathBuf,
@@ -160,8 +171,8 @@ impl Peer {
     /// The running libvirtd, when it answers.
     fn detect(dir: &Path) -> anyhow::Result<Peer> {
         let pid = libvirtd_pid().ok_or_else(|| anyhow!("no libvirtd process"))?;
-        let out = Command::new("virsh")
-            .args(["-c", "qemu:///system", "version", "--daemon"])
+        let out = Command::new("timeout")
+            .args(["30", "virsh", "-c", "qemu:///system", "version", "--daemon"])
             .output()
             .context("running virsh")?;
         if !out.status.success() {
@@ -176,29 +187,87 @@ impl Peer {
             .unwrap_or("libvirtd")
             .trim()
             .to_string();
-        let conn = Connection::open(Some("qemu:///system"))?;
         std::fs::create_dir_all(dir)?;
         // libvirtd's QEMU runs as libvirt-qemu and must create its serial log here.
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777))?;
         let peer = Peer {
-            conn,
+            conn: Arc::new(Connection::open(Some("qemu:///system"))?),
+            broken: Arc::new(AtomicBool::new(false)),
             pid,
             version,
             dir: dir.to_path_buf(),
         };
         peer.cleanup();
+        let name = format!("{PEER_PREFIX}preflight");
+        let xml = GuestXml {
+            name: &name,
+            accel: Accel::Tcg,
+            emulator: Path::new("/usr/bin/qemu-system-x86_64"),
+            serial: &dir.join("preflight.log"),
+            boot: None,
+            typical_disk: None,
+        }
+        .to_xml();
+        let t = Instant::now();
+        peer.call("define", move |c| c.define_xml(&xml))?;
+        let n = name.clone();
+        peer.call("undefine", move |c| c.undefine(&n))?;
+        if t.elapsed() > PEER_SLOW_DEFINE {
+            bail!(
+                "libvirtd took {:.1} s to define and undefine one domain (is it re-probing \
+                 QEMU on every call?); not comparing against it",
+                t.elapsed().as_secs_f64()
+            );
+        }
         Ok(peer)
+    }
+
+    /// Runs `f` on our connection to libvirtd with a deadline.
+    fn call<T: Send + 'static>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Connection) -> Result<T, crate::client::ClientError> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        if self.broken.load(Ordering::Relaxed) {
+            bail!("libvirtd stopped answering earlier in this run");
+        }
+        let conn = self.conn.clone();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let _ = tx.send(f(&conn));
+        });
+        match rx.recv_timeout(PEER_TIMEOUT) {
+            Ok(r) => Ok(r.with_context(|| format!("libvirtd: {what}"))?),
+            Err(_) => {
+                self.broken.store(true, Ordering::Relaxed);
+                bail!("libvirtd did not answer {what} within {PEER_TIMEOUT:?}")
+            }
+        }
+    }
+
+    fn define(&self, xml: String) -> anyhow::Result<()> {
+        self.call("define", move |c| c.define_xml(&xml)).map(drop)
+    }
+
+    fn destroy(&self, name: &str) -> anyhow::Result<()> {
+        let n = name.to_string();
+        self.call("destroy", move |c| c.destroy(&n)).map(drop)
+    }
+
+    fn names(&self, flags: u32) -> anyhow::Result<Vec<String>> {
+        let doms = self.call("list", move |c| c.list_all(flags))?;
+        Ok(doms.into_iter().map(|d| d.name).collect())
     }
 
     /// Destroys and undefines every domain of ours (from this run or an
     /// earlier one that was interrupted).
     fn cleanup(&self) {
-        let Ok(doms) = self.conn.list_all(0) else {
+        let Ok(names) = self.names(0) else {
             return;
         };
-        for d in doms.iter().filter(|d| d.name.starts_with(PEER_PREFIX)) {
-            let _ = self.conn.destroy(&d.name);
-            let _ = self.conn.undefine(&d.name);
+        for n in names.into_iter().filter(|n| n.starts_with(PEER_PREFIX)) {
+            let _ = self.destroy(&n);
+            let _ = self.call("undefine", move |c| c.undefine(&n));
         }
     }
 }
@@ -499,8 +568,7 @@ impl Bench {
                     typical_disk: None,
                 }
                 .to_xml();
-                peer.conn
-                    .define_xml(&xml)
+                peer.define(xml)
                     .with_context(|| format!("defining {name} in libvirtd"))?;
             }
         }
@@ -576,8 +644,9 @@ impl Bench {
             // libvirtd probes its own capabilities on the first start.
             for accel in self.start_accels() {
                 let name = format!("{PEER_PREFIX}{}", Self::start_name(accel));
-                peer.conn.start(&name, false)?;
-                peer.conn.destroy(&name)?;
+                let n = name.clone();
+                peer.call("start", move |c| c.start(&n, false))?;
+                peer.destroy(&name)?;
             }
         }
         Ok(())
@@ -711,9 +780,9 @@ impl Bench {
             }
         }
         if let Some(peer) = &self.peer {
-            if let Ok(doms) = peer.conn.list_all(1) {
-                for d in doms.iter().filter(|d| d.name.starts_with(PEER_PREFIX)) {
-                    let _ = peer.conn.destroy(&d.name);
+            if let Ok(names) = peer.names(1) {
+                for n in names.iter().filter(|n| n.starts_with(PEER_PREFIX)) {
+                    let _ = peer.destroy(n);
                 }
             }
         }
@@ -779,7 +848,7 @@ impl Bench {
                     if let Some(b) = v.b.as_mut() {
                         b.samples.push(ms(f.wall));
                     }
-                    peer.conn.destroy(&pname)?;
+                    peer.destroy(&pname)?;
                 }
             }
             self.push(m);
@@ -1024,7 +1093,7 @@ impl Bench {
                     b.samples.push(rss(peer.pid));
                 }
                 for d in &peer_names {
-                    peer.conn.destroy(d)?;
+                    peer.destroy(d)?;
                 }
             }
         }
@@ -1138,9 +1207,15 @@ impl Bench {
 
     // ---- 5. list --all, dumpxml ---------------------------------------
 
-    /// Defines `l-NNNN` domains until the connection holds `total` in all.
-    fn fill(&self, conn: &Connection, prefix: &str, total: usize) -> anyhow::Result<()> {
-        let have = conn.list_all(0)?.len();
+    /// Defines `PREFIXl-NNNN` domains through `define` until `have` (the
+    /// number defined now) reaches `total`.
+    fn fill(
+        &self,
+        have: usize,
+        prefix: &str,
+        total: usize,
+        define: &dyn Fn(String) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let serial = self.work.join("serial/list.log");
         for k in have..total {
             let name = format!("{prefix}l-{k:04}");
@@ -1153,17 +1228,24 @@ impl Bench {
                 typical_disk: None,
             }
             .to_xml();
-            conn.define_xml(&xml)
-                .with_context(|| format!("defining '{name}'"))?;
+            define(xml).with_context(|| format!("defining '{name}'"))?;
         }
         Ok(())
     }
 
-    fn unfill(conn: &Connection, prefix: &str) {
-        let lp = format!("{prefix}l-");
-        if let Ok(doms) = conn.list_all(0) {
-            for d in doms.iter().filter(|d| d.name.starts_with(&lp)) {
-                let _ = conn.undefine(&d.name);
+    /// Undefines the `l-NNNN` domains again.
+    fn unfill(&self) {
+        if let Ok(doms) = self.conn.list_all(0) {
+            for d in doms.iter().filter(|d| d.name.starts_with("l-")) {
+                let _ = self.conn.undefine(&d.name);
+            }
+        }
+        if let Some(peer) = &self.peer {
+            let lp = format!("{PEER_PREFIX}l-");
+            if let Ok(names) = peer.names(0) {
+                for n in names.into_iter().filter(|n| n.starts_with(&lp)) {
+                    let _ = peer.call("undefine", move |c| c.undefine(&n));
+                }
             }
         }
     }
@@ -1225,10 +1307,7 @@ impl Bench {
 
     fn section_list(&mut self) -> anyhow::Result<()> {
         let result = self.list_and_dumpxml();
-        Self::unfill(&self.conn, "");
-        if let Some(peer) = &self.peer {
-            Self::unfill(&peer.conn, PEER_PREFIX);
-        }
+        self.unfill();
         result
     }
 
@@ -1237,11 +1316,16 @@ impl Bench {
         sizes.sort_unstable();
         for size in sizes {
             let t = Instant::now();
-            self.fill(&self.conn, "", size)?;
+            let have = self.conn.list_all(0)?.len();
+            self.fill(have, "", size, &|xml| {
+                self.conn.define_xml(&xml)?;
+                Ok(())
+            })?;
             let mut how = format!("{size} defined in {:.1} s", t.elapsed().as_secs_f64());
             if let Some(peer) = &self.peer {
                 let t = Instant::now();
-                self.fill(&peer.conn, PEER_PREFIX, size)?;
+                let have = peer.names(0)?.len();
+                self.fill(have, PEER_PREFIX, size, &|xml| peer.define(xml))?;
                 how.push_str(&format!(" (libvirtd: {:.1} s)", t.elapsed().as_secs_f64()));
             }
             println!("   {how}");

@@ -107,10 +107,23 @@ pub fn spawn(cmd: &mut Command) -> Result<Running> {
     })
 }
 
+/// How long one benchmarked command may run before it counts as hung (a
+/// stuck peer daemon must not hang the whole run).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+
 impl Running {
-    /// Reaps the process with `wait4`; an error when it did not exit 0.
+    /// Reaps the process with `wait4`; an error when it did not exit 0, or
+    /// did not exit within [`COMMAND_TIMEOUT`] (it is killed then).
     pub fn wait(mut self) -> Result<Finished> {
         let pid = self.child.id() as libc::pid_t;
+        if !exits_within(pid, COMMAND_TIMEOUT.saturating_sub(self.started.elapsed())) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            return Err(BenchError::Timeout(format!(
+                "{} did not finish within {COMMAND_TIMEOUT:?}",
+                self.what
+            )));
+        }
         let (status, rusage) = wait4(pid).map_err(|source| BenchError::Spawn {
             what: self.what.clone(),
             source,
@@ -132,6 +145,29 @@ impl Running {
             wall,
             cpu: rusage_cpu(&rusage),
         })
+    }
+}
+
+/// Whether our child `pid` exits (becomes reapable) within `timeout`,
+/// waiting on a pidfd (no polling loop; the exit is seen at once).
+fn exits_within(pid: libc::pid_t, timeout: Duration) -> bool {
+    let Ok(fd) = crate::driver::process::pidfd_open(pid) else {
+        // No pidfd (old kernel): wait without a limit.
+        return true;
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut pfd = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&fd),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms)) {
+            Ok(0) if left.is_zero() => return false,
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) | Err(_) => return true,
+        }
     }
 }
 
