@@ -320,6 +320,19 @@ fn shutdown_disconnects_clients_and_removes_sockets() {
 }
 
 #[test]
+fn shutdown_leaves_a_file_a_successor_put_at_the_socket_path() {
+    let mut server = TestServer::start();
+    let rw = server.rw.clone();
+    // Someone removed our socket file and another daemon bound that path.
+    std::fs::remove_file(&rw).unwrap();
+    let successor = std::os::unix::net::UnixListener::bind(&rw).unwrap();
+    server.stop();
+    assert!(rw.exists(), "the successor's socket was removed");
+    assert!(!server.ro.exists(), "our own read-only socket stayed");
+    drop(successor);
+}
+
+#[test]
 fn a_live_socket_is_not_stolen_and_a_stale_one_is_replaced() {
     let server = TestServer::start();
     let cfg = ServerConfig {

@@ -324,9 +324,11 @@ impl<S: Service> Server<S> {
             .sockets
             .iter()
             .map(|sc| {
+                let listener = bind_socket(sc)?;
                 Ok(Listening {
-                    listener: bind_socket(sc)?,
+                    listener,
                     config: sc.clone(),
+                    file_id: file_id(&sc.path),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -373,10 +375,18 @@ impl<S: Service> Server<S> {
         }
         .run();
         for l in &self.listeners {
-            let _ = fs::remove_file(&l.config.path);
+            if l.file_id.is_some() && file_id(&l.config.path) == l.file_id {
+                let _ = fs::remove_file(&l.config.path);
+            }
         }
         result
     }
+}
+
+/// Device and inode of the file at `path` (not following a symlink).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Binds `sc.path`, replacing a stale socket left by a dead daemon, and applies its mode.

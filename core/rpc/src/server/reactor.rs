@@ -28,6 +28,9 @@ const KEEP_BUFFER: usize = 64 * 1024;
 pub(crate) struct Listening {
     pub listener: UnixListener,
     pub config: SocketConfig,
+    /// Device and inode of the socket file we bound, so shutting down
+    /// removes only our own file (not one a successor bound at that path).
+    pub file_id: Option<(u64, u64)>,
 }
 
 /// The I/O loop's view of one client.
