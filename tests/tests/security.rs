@@ -364,16 +364,17 @@ fn the_cgroup_denies_a_block_device_that_is_not_the_domains() {
         "the guest could not read its own loop device:\n{console}\n{}",
         e.logs()
     );
-    // The cgroup is gone with the domain.
-    let scope = cgroups
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap_or_default()
-        .to_string();
-    if !scope.is_empty() {
+    // The cgroups are gone with the domain.
+    for line in cgroups.lines().filter(|l| l.contains(".libvirt-qemu")) {
+        let mut f = line.splitn(3, ':');
+        let (_, controllers, scope) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        let mount = match controllers {
+            "" => "unified",
+            c => c.split(',').next().unwrap_or(c),
+        };
         assert!(
-            !Path::new(&format!("/sys/fs/cgroup/unified{scope}")).exists(),
-            "cgroup {scope} left behind"
+            !Path::new(&format!("/sys/fs/cgroup/{mount}{scope}")).exists(),
+            "cgroup {mount}{scope} left behind"
         );
     }
 }

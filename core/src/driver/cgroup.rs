@@ -3,7 +3,8 @@
 //! QEMU is placed into the domain's cgroups by a `pre_exec` hook in the
 //! child, before exec: files opened before a move would stay open, so moving
 //! it in afterwards would not revoke anything. The hook only writes `0` to
-//! `cgroup.procs` descriptors the supervisor opened before the fork.
+//! descriptors the supervisor opened before the fork (`tasks` in v1,
+//! `cgroup.procs` in v2).
 //!
 //! Device access, as libvirt's: deny everything, then allow
 //! `cgroup_device_acl` (default `/dev/null`, `/dev/full`, `/dev/zero`,
@@ -213,9 +214,14 @@ impl Layout {
                 out.push((Some(name.clone()), dir));
             }
         }
-        // The v2 hierarchy carries the device filter: used with `devices`.
+        // The v2 hierarchy carries the device filter where no v1 `devices`
+        // controller is mounted (a pure v2 host). On a hybrid host the v1
+        // controller already confines devices and v2 has nothing of ours
+        // to control, so QEMU does not join it: a v2 `cgroup.procs` write
+        // waits for an RCU grace period (~6 ms here) on every start.
+        let v1_devices = self.v1.iter().any(|(n, _)| n == "devices");
         if let Some(v2) = &self.v2 {
-            if wanted("devices") {
+            if wanted("devices") && !v1_devices {
                 out.push((None, v2.join(rel)));
             }
         }
@@ -254,7 +260,16 @@ impl DomainCgroup {
                 None => attach_device_filter(&dir, rules)?,
                 _ => {}
             }
-            let file = dir.join("cgroup.procs");
+            // v1: the calling thread joins through `tasks`, which (unlike
+            // `cgroup.procs`) does not take the kernel's global threadgroup
+            // lock and so does not wait for an RCU grace period (~7 ms);
+            // the child is single-threaded between fork and exec, so this
+            // moves the whole process. v2 only has `cgroup.procs`.
+            let file = dir.join(if controller.is_some() {
+                "tasks"
+            } else {
+                "cgroup.procs"
+            });
             let fd = OpenOptions::new()
                 .write(true)
                 .custom_flags(libc::O_CLOEXEC)
@@ -271,7 +286,8 @@ impl DomainCgroup {
         &self.dirs
     }
 
-    /// A hook that moves the calling (child) process into every cgroup.
+    /// A hook that moves the calling (child) process into every cgroup;
+    /// it must run single-threaded (between fork and exec).
     pub fn join_hook(&self) -> PreExecHook {
         let procs = self.procs.clone();
         Arc::new(move || {
@@ -292,7 +308,18 @@ impl DomainCgroup {
 /// configuration says now): kills what is left in it, then `rmdir`.
 pub fn remove(layout: &Layout, rel: &Path) -> Vec<String> {
     let mut errors = Vec::new();
-    for (_, dir) in layout.domain_dirs(rel, None) {
+    let mut dirs: Vec<PathBuf> = layout
+        .domain_dirs(rel, None)
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+    // Also where an earlier version (or another layout) put the domain.
+    if let Some(v2) = &layout.v2 {
+        if !dirs.contains(&v2.join(rel)) {
+            dirs.push(v2.join(rel));
+        }
+    }
+    for dir in dirs {
         if let Err(e) = remove_dir(&dir) {
             errors.push(format!("cannot remove cgroup '{}': {e}", dir.display()));
         }
@@ -591,9 +618,15 @@ mod tests {
             ]
         );
         assert_eq!(l.v2, Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        // A co-mounted hierarchy is joined once.
+        // A co-mounted hierarchy is joined once; with a v1 `devices`
+        // controller the v2 hierarchy is not joined.
         let dirs = l.domain_dirs(Path::new("machine/x"), None);
-        assert_eq!(dirs.len(), 3);
+        assert_eq!(dirs.len(), 2);
+        let v2_only = Layout::from_mounts("cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n");
+        assert_eq!(
+            v2_only.domain_dirs(Path::new("machine/x"), None),
+            vec![(None, PathBuf::from("/sys/fs/cgroup/machine/x"))]
+        );
         // Without `devices`, neither the v1 devices cgroup nor the filter.
         let dirs = l.domain_dirs(Path::new("machine/x"), Some(&[CgroupController::Cpu]));
         assert_eq!(

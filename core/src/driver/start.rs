@@ -64,6 +64,38 @@ fn native_one_line(cmd: &CommandLine) -> String {
         .join(" ")
 }
 
+/// Wall time of each step of a start, for the debug log (where the time
+/// of a start goes, without a profiler).
+struct Phases {
+    last: std::time::Instant,
+    marks: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn new() -> Self {
+        Phases {
+            last: std::time::Instant::now(),
+            marks: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, what: &'static str) {
+        let now = std::time::Instant::now();
+        self.marks.push((what, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (what, d)) in self.marks.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{what} {:.1} ms", d.as_secs_f64() * 1e3)?;
+        }
+        Ok(())
+    }
+}
+
 /// The real host side of the command-line builder: descriptors opened for
 /// real, `getrandom`, the real file system.
 struct RealHost {
@@ -503,6 +535,7 @@ impl Inner {
         private_dir: &Path,
         paused: bool,
     ) -> Result<()> {
+        let mut phases = Phases::new();
         check_disk_sources(&def)?;
         let emulator = self.emulator_for(&def);
         let caps = self.caps_for(&emulator)?;
@@ -517,9 +550,12 @@ impl Inner {
 
         let mut pipeline = Vec::new();
         let ctx = self.plugin_context(&live, private_dir);
+        phases.mark("prepare");
         let accel = self.accel_contribution(&live, &ctx, &mut pipeline)?;
+        phases.mark("accelerator");
         let storage = self.prepare_storage(&mut live, &ctx, &mut pipeline)?;
         let ctx = storage.context_for(self.plugin_context(&live, private_dir));
+        phases.mark("storage");
 
         let mut master_key = [0u8; 32];
         random_bytes(&mut master_key);
@@ -533,7 +569,9 @@ impl Inner {
         let monitor_path = self.paths.monitor_socket(id as u32, &def.name);
         let log_path = self.paths.domain_log(&def.name);
         write_log_header(&log_path, &cmd, self.conf.log_timestamp);
+        phases.mark("command line");
         let security = self.setup_security(&mut live, &ctx, id, &monitor_path, &log_path)?;
+        phases.mark("security");
 
         let spec = SpawnSpec {
             program: PathBuf::from(&cmd.binary),
@@ -554,6 +592,7 @@ impl Inner {
             DriverError::OperationFailed(format!("cannot execute '{}': {e}", cmd.binary))
         })?;
         let pid = spawned.pid();
+        phases.mark("spawn");
         let pidfd = Arc::new(
             process::pidfd_open(pid)
                 .map_err(|e| DriverError::Internal(format!("pidfd_open({pid}): {e}")))?,
@@ -575,6 +614,7 @@ impl Inner {
             let _ = kill_and_reap(spawned.child);
             return Err(DriverError::Internal("monitor events already taken".into()));
         };
+        phases.mark("monitor");
         resolve_pty_paths(&monitor, &mut live);
 
         let exited = Arc::new(ExitSignal::default());
@@ -620,6 +660,7 @@ impl Inner {
             })?;
             DomainState::Running(RunningReason::Booted)
         };
+        phases.mark("cont");
         {
             let mut obj = entry.obj.lock();
             obj.state = state;
@@ -628,6 +669,7 @@ impl Inner {
             }
         }
         self.save_status(entry)?;
+        phases.mark("status");
         if !paused {
             self.emit(entry, id, EventKind::Lifecycle(Lifecycle::Resumed));
         }
@@ -640,6 +682,7 @@ impl Inner {
             );
         }
         tracing::info!(domain = %entry.name, pid, "started");
+        tracing::debug!(domain = %entry.name, "start phases: {phases}");
         Ok(())
     }
 
