@@ -145,6 +145,9 @@ impl Sizes {
 /// How long a domain may take to reach a state the bench waits for.
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Longest wait for a quiet machine before a timed start.
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// Prefix of every domain the bench defines in libvirtd.
 const PEER_PREFIX: &str = "qvbench-";
 
@@ -249,9 +252,14 @@ impl Peer {
         self.call("define", move |c| c.define_xml(&xml)).map(drop)
     }
 
+    /// Destroys `name` and waits until libvirtd's cleanup is over, so it
+    /// does not run into the next timed command.
     fn destroy(&self, name: &str) -> anyhow::Result<()> {
         let n = name.to_string();
-        self.call("destroy", move |c| c.destroy(&n)).map(drop)
+        self.call("destroy", move |c| c.destroy(&n)).map(drop)?;
+        sys::settle(self.pid, Duration::from_secs(2));
+        sys::settle_system(Duration::from_secs(3));
+        Ok(())
     }
 
     fn names(&self, flags: u32) -> anyhow::Result<Vec<String>> {
@@ -831,19 +839,23 @@ impl Bench {
                 )
             });
             for i in 0..self.sizes.runs {
+                sys::settle_system(SETTLE);
                 let f = sys::run(&mut self.qvisor(&["start", name]))?;
                 m.a.samples.push(ms(f.wall));
                 self.conn.destroy(name)?;
                 let slot = self.work.join(format!("floor/start-{l}-{i}"));
+                sys::settle_system(SETTLE);
                 let d = spec.floor(&slot, || {})?;
                 if let Some(b) = m.b.as_mut() {
                     b.samples.push(ms(d));
                 }
                 if let (Some(v), Some(peer)) = (v.as_mut(), self.peer.as_ref()) {
+                    sys::settle_system(SETTLE);
                     let f = sys::run(&mut self.virsh_cmd(false, &["start", name]))?;
                     v.a.samples.push(ms(f.wall));
                     self.conn.destroy(name)?;
                     let pname = format!("{PEER_PREFIX}{name}");
+                    sys::settle_system(SETTLE);
                     let f = sys::run(&mut self.virsh_cmd(true, &["start", &pname]))?;
                     if let Some(b) = v.b.as_mut() {
                         b.samples.push(ms(f.wall));
@@ -917,6 +929,7 @@ impl Bench {
             // Each start truncates the console file; start from none.
             let _ = std::fs::remove_file(&serial);
             while b.events.try_recv().is_ok() {}
+            sys::settle_system(SETTLE);
             let t0 = Instant::now();
             sys::run(&mut b.qvisor(&["start", "b-boot"]))?;
             let id = b.conn.lookup("b-boot")?.id;
@@ -930,6 +943,7 @@ impl Bench {
         };
         let plain_run = |b: &Bench, i: usize| -> anyhow::Result<(f64, f64)> {
             let slot = b.work.join(format!("floor/boot-{i}"));
+            sys::settle_system(SETTLE);
             let d = spec.run_to_exit(&slot)?;
             let console = PlainSpec::written_files(&slot)
                 .into_iter()

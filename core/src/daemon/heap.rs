@@ -11,6 +11,20 @@
 //! so the daemon calls it when a burst is over: after the driver has loaded
 //! its domains and whenever a client disconnects.
 
+/// Caps glibc's malloc at two arenas. By default every thread that
+/// allocates may get an arena of its own (up to 8 per core); the daemon's
+/// threads (one per client, domain watchers, actors) are short of work, not
+/// of lock-free allocation, and each extra arena keeps its own free pages
+/// and fragments. Call before any thread starts.
+pub fn limit_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt takes two integers and changes a malloc tunable; it is
+    // called before the daemon starts its threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Returns the free pages of every malloc arena to the kernel (glibc); a
 /// no-op with other C libraries.
 pub fn release_free_memory() {

@@ -241,6 +241,7 @@ impl qvisor_rpc::Service for Service {
 
 /// Entry point of the `qvisord` binary.
 pub fn main() -> std::process::ExitCode {
+    heap::limit_arenas();
     crate::cli::init_logging();
     let args = Args::parse();
     match run(args) {

@@ -222,6 +222,60 @@ pub fn process_cpu(pid: i32) -> Option<Duration> {
 }
 
 /// Resident set size of a live process, MiB (`VmRSS`).
+/// Waits (at most `limit`) until process `pid` has used no CPU for 60 ms:
+/// a daemon finishing work in the background (libvirtd cleans up after a
+/// destroy) would otherwise slow the next timed command, whichever side
+/// of the pair it belongs to.
+pub fn settle(pid: i32, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    let mut last = process_cpu(pid);
+    let mut quiet = 0;
+    while quiet < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = process_cpu(pid);
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+    }
+}
+
+/// Waits (at most `limit`) until the whole machine is quiet: less than a
+/// tenth of its CPU time busy over two 50 ms windows in a row. Work that
+/// outlives a timed command (a QEMU being torn down, a daemon cleaning up,
+/// a log daemon flushing) then does not land in the next measurement.
+pub fn settle_system(limit: Duration) {
+    fn busy_idle() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+        let v: Vec<u64> = cpu
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let idle = v.get(3)? + v.get(4)?;
+        let busy = v.iter().take(8).sum::<u64>() - idle;
+        Some((busy, idle))
+    }
+    let deadline = std::time::Instant::now() + limit;
+    let mut quiet = 0;
+    let mut last = busy_idle();
+    while quiet < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = busy_idle();
+        quiet = match (last, now) {
+            (Some((b0, i0)), Some((b1, i1))) => {
+                let (busy, idle) = (b1.saturating_sub(b0), i1.saturating_sub(i0));
+                if busy * 10 <= busy + idle {
+                    quiet + 1
+                } else {
+                    0
+                }
+            }
+            _ => return,
+        };
+        last = now;
+    }
+}
+
 pub fn process_rss_mib(pid: i32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 = status
