@@ -838,29 +838,59 @@ impl Bench {
                     Some("virsh start → libvirtd"),
                 )
             });
+            // qvisor against the floor, then virsh against virsh, each in
+            // pairs of its own whose order alternates (A B, then B A), so
+            // neither side always follows the other's (or libvirtd's) work.
+            let qvisor_start = |b: &Bench| -> anyhow::Result<f64> {
+                sys::settle_system(SETTLE);
+                let f = sys::run(&mut b.qvisor(&["start", name]))?;
+                b.conn.destroy(name)?;
+                Ok(ms(f.wall))
+            };
+            let floor = |b: &Bench, i: usize| -> anyhow::Result<f64> {
+                let slot = b.work.join(format!("floor/start-{l}-{i}"));
+                sys::settle_system(SETTLE);
+                Ok(ms(spec.floor(&slot, || {})?))
+            };
             for i in 0..self.sizes.runs {
-                sys::settle_system(SETTLE);
-                let f = sys::run(&mut self.qvisor(&["start", name]))?;
-                m.a.samples.push(ms(f.wall));
-                self.conn.destroy(name)?;
-                let slot = self.work.join(format!("floor/start-{l}-{i}"));
-                sys::settle_system(SETTLE);
-                let d = spec.floor(&slot, || {})?;
-                if let Some(b) = m.b.as_mut() {
-                    b.samples.push(ms(d));
+                let (a, b) = if i % 2 == 0 {
+                    let a = qvisor_start(self)?;
+                    (a, floor(self, i)?)
+                } else {
+                    let b = floor(self, i)?;
+                    (qvisor_start(self)?, b)
+                };
+                m.a.samples.push(a);
+                if let Some(bs) = m.b.as_mut() {
+                    bs.samples.push(b);
                 }
-                if let (Some(v), Some(peer)) = (v.as_mut(), self.peer.as_ref()) {
+            }
+            if let (Some(v), Some(peer)) = (v.as_mut(), self.peer.as_ref()) {
+                let ours = |b: &Bench| -> anyhow::Result<f64> {
                     sys::settle_system(SETTLE);
-                    let f = sys::run(&mut self.virsh_cmd(false, &["start", name]))?;
-                    v.a.samples.push(ms(f.wall));
-                    self.conn.destroy(name)?;
-                    let pname = format!("{PEER_PREFIX}{name}");
+                    let f = sys::run(&mut b.virsh_cmd(false, &["start", name]))?;
+                    b.conn.destroy(name)?;
+                    Ok(ms(f.wall))
+                };
+                let pname = format!("{PEER_PREFIX}{name}");
+                let theirs = |b: &Bench| -> anyhow::Result<f64> {
                     sys::settle_system(SETTLE);
-                    let f = sys::run(&mut self.virsh_cmd(true, &["start", &pname]))?;
-                    if let Some(b) = v.b.as_mut() {
-                        b.samples.push(ms(f.wall));
-                    }
+                    let f = sys::run(&mut b.virsh_cmd(true, &["start", &pname]))?;
                     peer.destroy(&pname)?;
+                    Ok(ms(f.wall))
+                };
+                for i in 0..self.sizes.runs {
+                    let (a, b) = if i % 2 == 0 {
+                        let a = ours(self)?;
+                        (a, theirs(self)?)
+                    } else {
+                        let b = theirs(self)?;
+                        (ours(self)?, b)
+                    };
+                    v.a.samples.push(a);
+                    if let Some(bs) = v.b.as_mut() {
+                        bs.samples.push(b);
+                    }
                 }
             }
             self.push(m);
