@@ -208,19 +208,6 @@ const LIVE_XML: &[&str] = &["dumpxml-live"];
 /// Known, owned, not yet fixed. Keep this list short: fix and delete.
 const KNOWN_GAPS: &[Gap] = &[
     Gap {
-        labels: &["capabilities"],
-        side: Side::Reference,
-        what: "qvisor-caps: host CPU details libvirt reads from MSRs/sysfs (arch-capabilities features, TSC counter, cache banks)",
-        matches: |l| {
-            let l = l.trim();
-            l.starts_with("<feature name=")
-                || l.starts_with("<counter name='tsc'")
-                || l.starts_with("<cache>")
-                || l.starts_with("</cache>")
-                || l.starts_with("<bank ")
-        },
-    },
-    Gap {
         labels: LIVE_XML,
         side: Side::Reference,
         what: "driver start: the guest CPU as QEMU expanded it (check='full' and the features QEMU enabled)",

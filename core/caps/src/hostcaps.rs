@@ -3,6 +3,7 @@
 //! those facts from this host (`/sys`, `/proc`, CPUID).
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use crate::arch;
 use crate::cpumap::{self, X86CpuData};
@@ -386,15 +387,16 @@ pub fn read_host_facts(secmodels: Vec<SecModel>) -> HostFactsDoc {
     }
     let phys_bits = crate::host::cpuinfo_field(&cpuinfo, "address sizes")
         .and_then(|v| v.split_whitespace().next()?.parse().ok());
+    let (x86, tsc) = host_cpu_identity(&host_arch).clone();
     HostFactsDoc {
         uuid: read_trimmed("/sys/class/dmi/id/product_uuid")
             .or_else(|| read_trimmed("/etc/machine-id").map(|m| machine_id_uuid(&m))),
         cpu: HostCpuFacts {
-            x86: arch::is_x86(&host_arch).then(cpumap::read_host_x86),
+            x86,
             arch: host_arch,
             microcode: Some(crate::host::microcode_from_cpuinfo(&cpuinfo))
                 .filter(|_| cpuinfo.contains("microcode")),
-            tsc: None,
+            tsc,
             topology: (
                 u32::try_from(sockets).unwrap_or(1),
                 1,
@@ -408,9 +410,109 @@ pub fn read_host_facts(secmodels: Vec<SecModel>) -> HostFactsDoc {
         iommu: std::fs::read_dir("/sys/kernel/iommu_groups").is_ok_and(|mut d| d.next().is_some()),
         migration_transports: vec!["tcp".into(), "rdma".into()],
         cells,
-        cache: Vec::new(),
+        cache: read_cache_banks(Path::new("/sys/devices/system/cpu")),
         secmodels,
     }
+}
+
+/// CPUID/MSR data and the TSC's (frequency, scaling).
+type CpuIdentity = (Option<X86CpuData>, Option<(u64, bool)>);
+
+/// The host CPU's identification data and TSC facts, read once per
+/// process: they do not change while it runs, and the TSC probe creates a
+/// KVM VM.
+fn host_cpu_identity(host_arch: &str) -> &'static CpuIdentity {
+    static ONCE: std::sync::OnceLock<CpuIdentity> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let x86 = arch::is_x86(host_arch).then(cpumap::read_host_x86);
+        // The TSC frequency is worth reporting only when it is invariant.
+        let invtsc = x86.as_ref().is_some_and(|d| {
+            cpumap::feature_index("invtsc").is_some_and(|i| d.features().contains(&i))
+        });
+        let tsc = if invtsc { crate::kvm::tsc_info() } else { None };
+        (x86, tsc)
+    })
+}
+
+/// The level 3 (and higher) caches of the online CPUs, one bank per
+/// distinct cache, sorted by level then id (libvirt's
+/// `virCapabilitiesInitCaches`; lower levels are per core and not shown).
+pub fn read_cache_banks(sys_cpu: &Path) -> Vec<CacheBank> {
+    let online = std::fs::read_to_string(sys_cpu.join("online")).unwrap_or_default();
+    let mut banks: Vec<(u64, CacheBank)> = Vec::new();
+    for cpu in parse_cpu_list(online.trim()) {
+        let dir = sys_cpu.join(format!("cpu{cpu}/cache"));
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut indexes: Vec<PathBuf> = rd
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("index"))
+            .map(|e| e.path())
+            .collect();
+        indexes.sort();
+        for index in indexes {
+            let read = |f: &str| std::fs::read_to_string(index.join(f)).ok();
+            let Some(level) = read("level").and_then(|v| v.trim().parse::<u32>().ok()) else {
+                continue;
+            };
+            if level < 3 {
+                continue;
+            }
+            let (Some(id), Some(kind), Some(bytes), Some(cpus)) = (
+                read("id").and_then(|v| v.trim().parse::<u32>().ok()),
+                read("type").and_then(|t| match t.trim() {
+                    "Unified" => Some("both"),
+                    "Instruction" => Some("code"),
+                    "Data" => Some("data"),
+                    _ => None,
+                }),
+                read("size").and_then(|v| parse_sysfs_size(v.trim())),
+                read("shared_cpu_list"),
+            ) else {
+                continue;
+            };
+            let (size, unit) = pretty_size(bytes);
+            let bank = CacheBank {
+                id,
+                level,
+                kind: kind.to_string(),
+                size,
+                unit: unit.to_string(),
+                cpus: cpus.trim().to_string(),
+            };
+            if !banks.iter().any(|(_, b)| *b == bank) {
+                banks.push((bytes, bank));
+            }
+        }
+    }
+    let mut banks: Vec<CacheBank> = banks.into_iter().map(|(_, b)| b).collect();
+    banks.sort_by_key(|b| (b.level, b.id));
+    banks
+}
+
+/// A sysfs cache size (`491520K`, `32M`, `1024`) in bytes.
+fn parse_sysfs_size(v: &str) -> Option<u64> {
+    let (num, mult) = match v.as_bytes().last()? {
+        b'K' => (&v[..v.len() - 1], 1u64 << 10),
+        b'M' => (&v[..v.len() - 1], 1 << 20),
+        b'G' => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// The largest unit that holds `bytes` exactly (libvirt's
+/// `virFormatIntPretty`).
+fn pretty_size(bytes: u64) -> (u64, &'static str) {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes;
+    let mut unit = 0;
+    while v != 0 && v % 1024 == 0 && unit + 1 < UNITS.len() {
+        v /= 1024;
+        unit += 1;
+    }
+    (v, UNITS[unit])
 }
 
 fn machine_id_uuid(id: &str) -> String {
@@ -641,6 +743,48 @@ mod tests {
         assert!(xml.contains("      <baselabel type='kvm'>+0:+0</baselabel>\n"));
         assert!(xml.starts_with("<capabilities>\n\n  <host>\n    <uuid>"));
         crate::xmltree::parse(&xml).unwrap();
+    }
+
+    #[test]
+    fn level_3_caches_become_one_bank_each() {
+        let dir = std::env::temp_dir().join(format!("qvisor-caps-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("online"), "0-1\n").unwrap();
+        for cpu in 0..2 {
+            for (i, level, kind, size) in [
+                (0, "1", "Data", "32K"),
+                (2, "2", "Unified", "1024K"),
+                (3, "3", "Unified", "491520K"),
+            ] {
+                let d = dir.join(format!("cpu{cpu}/cache/index{i}"));
+                std::fs::create_dir_all(&d).unwrap();
+                for (f, v) in [
+                    ("level", level),
+                    ("type", kind),
+                    ("size", size),
+                    ("id", "0"),
+                    ("shared_cpu_list", "0-1"),
+                ] {
+                    std::fs::write(d.join(f), format!("{v}\n")).unwrap();
+                }
+            }
+        }
+        let banks = read_cache_banks(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            banks,
+            [CacheBank {
+                id: 0,
+                level: 3,
+                kind: "both".into(),
+                size: 480,
+                unit: "MiB".into(),
+                cpus: "0-1".into(),
+            }]
+        );
+        assert_eq!(pretty_size(1536), (1536, "B"));
+        assert_eq!(pretty_size(32 * 1024), (32, "KiB"));
     }
 
     #[test]

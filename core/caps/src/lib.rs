@@ -65,6 +65,7 @@ mod error;
 pub mod flags;
 pub mod host;
 pub mod hostcaps;
+pub mod kvm;
 pub mod live;
 mod model;
 pub mod probe;

@@ -365,8 +365,8 @@ pub fn has_model(model: &str) -> bool {
 }
 
 /// Reads CPUID on this host (x86_64 only; empty elsewhere) for every leaf
-/// the map uses, and `IA32_ARCH_CAPABILITIES` when `/dev/cpu/0/msr` is
-/// readable.
+/// the map uses, and `IA32_ARCH_CAPABILITIES` (from `/dev/cpu/0/msr` or
+/// KVM) when the CPU has it.
 pub fn read_host_x86() -> X86CpuData {
     #[cfg(target_arch = "x86_64")]
     {
@@ -402,17 +402,25 @@ pub fn read_host_x86() -> X86CpuData {
                 regs: cpuid(leaf, subleaf),
             })
             .collect();
-        let arch_capabilities = std::fs::File::open("/dev/cpu/0/msr").ok().and_then(|f| {
-            use std::os::unix::fs::FileExt;
-            let mut b = [0u8; 8];
-            f.read_exact_at(&mut b, 0x10a)
-                .ok()
-                .map(|_| u64::from_le_bytes(b))
-        });
-        X86CpuData {
+        let mut x86 = X86CpuData {
             cpuid: data,
-            arch_capabilities,
+            arch_capabilities: None,
+        };
+        // IA32_ARCH_CAPABILITIES, when CPUID says the CPU has it: from the
+        // msr driver, else from KVM's feature MSRs (as libvirt).
+        if feature_index("arch-capabilities").is_some_and(|i| x86.features().contains(&i)) {
+            x86.arch_capabilities = std::fs::File::open("/dev/cpu/0/msr")
+                .ok()
+                .and_then(|f| {
+                    use std::os::unix::fs::FileExt;
+                    let mut b = [0u8; 8];
+                    f.read_exact_at(&mut b, 0x10a)
+                        .ok()
+                        .map(|_| u64::from_le_bytes(b))
+                })
+                .or_else(|| crate::kvm::feature_msr(0x10a));
         }
+        x86
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
