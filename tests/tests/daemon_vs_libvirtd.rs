@@ -203,27 +203,8 @@ struct Gap {
     matches: fn(&str) -> bool,
 }
 
-const LIVE_XML: &[&str] = &["dumpxml-live"];
-
 /// Known, owned, not yet fixed. Keep this list short: fix and delete.
-const KNOWN_GAPS: &[Gap] = &[
-    Gap {
-        labels: LIVE_XML,
-        side: Side::Reference,
-        what: "driver start: the guest CPU as QEMU expanded it (check='full' and the features QEMU enabled)",
-        matches: |l| {
-            let l = l.trim();
-            l.starts_with("<cpu mode='custom' match='exact' check='full'>")
-                || l.starts_with("<feature policy='require' name=")
-        },
-    },
-    Gap {
-        labels: LIVE_XML,
-        side: Side::Qvisor,
-        what: "driver start: the guest CPU as QEMU expanded it (check='full' and the features QEMU enabled)",
-        matches: |l| l.trim().starts_with("<cpu mode='custom' match='exact' check='none'>"),
-    },
-];
+const KNOWN_GAPS: &[Gap] = &[];
 
 fn mask_between(text: &str, start: &str, end: &str, with: &str) -> String {
     let mut out = String::with_capacity(text.len());

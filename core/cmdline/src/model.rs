@@ -3,7 +3,8 @@
 //!
 //! A [`CommandLine`] is the environment, the emulator binary, the list of
 //! typed options in emission order (see [`crate::build`] for the order), the
-//! descriptors the child must inherit and the taint reasons.
+//! descriptors the child must inherit, the taint reasons and the guest CPU
+//! it asks for.
 
 use crate::props::{ArrayStyle, Keyval, Props};
 
@@ -182,6 +183,11 @@ pub struct CommandLine {
     pub fds: Vec<PassedFd>,
     /// Taint reasons to record on the domain.
     pub taints: Vec<Taint>,
+    /// The guest CPU the command line asks QEMU for, after libvirt's
+    /// start-time updates (host-model expanded, removed model features
+    /// disabled, features QEMU does not know dropped): what the live
+    /// definition starts from.
+    pub guest_cpu: Option<qvisor_domain::Cpu>,
 }
 
 impl CommandLine {

@@ -10,6 +10,7 @@ pub mod actor;
 pub mod cgroup;
 pub mod error;
 pub mod events;
+mod guest_cpu;
 mod host;
 pub mod process;
 pub mod registry;

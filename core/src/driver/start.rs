@@ -566,6 +566,16 @@ impl Inner {
         let mut host = RealHost::new(false);
         host.volumes = storage.volumes;
         let cmd = self.build_command(&live, &caps, id, accel, &mut host, master_key)?;
+        // The live CPU is the one QEMU is asked for (libvirt updates its
+        // live definition the same way before building); custom mode only.
+        if let (Some(cpu), Some(asked)) = (live.cpu.as_mut(), &cmd.guest_cpu) {
+            if cpu.mode.unwrap_or(CpuMode::Custom) == CpuMode::Custom
+                && cpu.model.is_some()
+                && asked.mode == cpu.mode
+            {
+                *cpu = asked.clone();
+            }
+        }
         let monitor_path = self.paths.monitor_socket(id as u32, &def.name);
         let log_path = self.paths.domain_log(&def.name);
         write_log_header(&log_path, &cmd, self.conf.log_timestamp);
@@ -616,6 +626,11 @@ impl Inner {
         };
         phases.mark("monitor");
         resolve_pty_paths(&monitor, &mut live);
+        if let Err(e) = super::guest_cpu::refresh(&monitor, &mut live) {
+            let _ = kill_and_reap(spawned.child);
+            return Err(e);
+        }
+        phases.mark("guest cpu");
 
         let exited = Arc::new(ExitSignal::default());
         let actor = {

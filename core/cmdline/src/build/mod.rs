@@ -313,6 +313,7 @@ pub fn build(
         syntax,
         fds: ctx.fds,
         taints,
+        guest_cpu: def.cpu.clone(),
     })
 }
 
