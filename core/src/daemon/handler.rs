@@ -216,6 +216,9 @@ impl qvisor_rpc::Handler for ConnHandler {
             "call"
         );
         let d = self.driver.clone();
+        if super::storage::serves(&call) {
+            return super::storage::handle(&d, call);
+        }
         match call {
             Call::AuthList(r) => r.ok(AuthListRet { types: vec![0] }),
             Call::ConnectSupportsFeature(r) => {

@@ -8,6 +8,7 @@
 
 mod handler;
 mod heap;
+mod storage;
 
 use std::path::PathBuf;
 use std::time::Duration;

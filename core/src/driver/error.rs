@@ -16,6 +16,12 @@ pub enum ErrorNumber {
     OperationFailed = 9,
     /// `VIR_ERR_XML_ERROR`.
     XmlError = 27,
+    /// `VIR_ERR_SYSTEM_ERROR`.
+    SystemError = 38,
+    /// `VIR_ERR_NO_STORAGE_POOL`.
+    NoStoragePool = 49,
+    /// `VIR_ERR_NO_STORAGE_VOL`.
+    NoStorageVol = 50,
     /// `VIR_ERR_NO_DOMAIN`.
     NoDomain = 42,
     /// `VIR_ERR_OPERATION_INVALID`.
@@ -72,6 +78,15 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    /// No storage pool by that name or UUID.
+    #[error("Storage pool not found: {0}")]
+    NoStoragePool(String),
+    /// No storage volume by that name, key or path.
+    #[error("Storage volume not found: {0}")]
+    NoStorageVol(String),
+    /// A system call failed; the message says which and on what file.
+    #[error("{0}")]
+    System(String),
     /// Anything else.
     #[error("internal error: {0}")]
     Internal(String),
@@ -92,6 +107,9 @@ impl DriverError {
             DriverError::InvalidArg(_) => ErrorNumber::InvalidArg,
             DriverError::NoSupport(_) => ErrorNumber::NoSupport,
             DriverError::Timeout(_) => ErrorNumber::OperationTimeout,
+            DriverError::NoStoragePool(_) => ErrorNumber::NoStoragePool,
+            DriverError::NoStorageVol(_) => ErrorNumber::NoStorageVol,
+            DriverError::System(_) => ErrorNumber::SystemError,
             DriverError::QemuStart(_) | DriverError::Internal(_) => ErrorNumber::Internal,
         }
     }
@@ -109,6 +127,9 @@ impl DriverError {
             | DriverError::InvalidArg(m)
             | DriverError::NoSupport(m)
             | DriverError::Timeout(m)
+            | DriverError::NoStoragePool(m)
+            | DriverError::NoStorageVol(m)
+            | DriverError::System(m)
             | DriverError::Internal(m) => m.clone(),
             DriverError::QemuStart(m) => format!("process exited while connecting to monitor: {m}"),
             DriverError::Io { .. } => self.to_string(),
@@ -122,6 +143,34 @@ impl DriverError {
             path: path.into(),
             source,
         }
+    }
+
+    /// The error a storage plugin's message stands for. The plugin words its
+    /// messages as libvirt does, code prefix included (only text crosses the
+    /// ABI); the prefix gives back the code. A message without a known
+    /// prefix is a failed system call (`cannot create path '/x': ...`).
+    pub fn from_storage_message(message: &str) -> Self {
+        type Make = fn(String) -> DriverError;
+        const PREFIXES: [(&str, Make); 8] = [
+            ("Storage pool not found: ", DriverError::NoStoragePool),
+            ("Storage volume not found: ", DriverError::NoStorageVol),
+            (
+                "Requested operation is not valid: ",
+                DriverError::OperationInvalid,
+            ),
+            ("operation failed: ", DriverError::OperationFailed),
+            ("XML error: ", DriverError::Xml),
+            (
+                "unsupported configuration: ",
+                DriverError::ConfigUnsupported,
+            ),
+            ("invalid argument: ", DriverError::InvalidArg),
+            ("internal error: ", DriverError::Internal),
+        ];
+        PREFIXES
+            .iter()
+            .find_map(|(prefix, make)| message.strip_prefix(prefix).map(|m| make(m.into())))
+            .unwrap_or_else(|| DriverError::System(message.into()))
     }
 
     /// "no domain with matching name 'x'".

@@ -17,16 +17,18 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+use abi_stable::std_types::RBox;
 use qvisor_cmdline::env::ResolvedVolume;
 use qvisor_conf::{DriverPaths, Mode};
 use qvisor_domain::xml::Element;
 use qvisor_domain::{DiskDriver, DiskType, Domain};
 use qvisor_sdk::{
-    DomainContext, PluginKind, Reply, Request, ResolvedSource, Resource, Setting, StorageContext,
+    DomainContext, PluginKind, PoolInfo, Reply, Request, ResolvedSource, Resource, Setting,
+    StorageContext, StorageOp, StorageReply, StorageRequest, VolumeInfo, VolumeRef,
 };
 
 use super::error::{DriverError, Result};
-use super::Inner;
+use super::{Driver, Inner};
 use crate::plugins::CallError;
 
 /// The directory holding which pools are active: system
@@ -238,6 +240,110 @@ impl Inner {
     }
 }
 
+/// The storage API: pools and volumes, served by the connection's storage
+/// plugin (its actor), for the RPC server as for an embedding application.
+impl Driver {
+    /// Sends one storage operation to the storage plugin and waits for its
+    /// answer. The plugin's libvirt-worded errors keep their libvirt code.
+    pub fn storage(&self, op: StorageOp) -> Result<StorageReply> {
+        let inner = &self.inner;
+        let plugin = inner
+            .plugin_statuses
+            .iter()
+            .find(|s| s.usable() && s.kind() == Some(PluginKind::Storage))
+            .ok_or_else(|| {
+                DriverError::NoSupport(
+                    "no usable storage plugin (is libqvisor_storage.so in the plugin set?)".into(),
+                )
+            })?;
+        let name = plugin.name();
+        let request = StorageRequest::new(storage_context(&inner.paths), op);
+        let reply = inner
+            .call_plugin(&name, Request::Storage(RBox::new(request)))
+            .map_err(|e| match e {
+                CallError::Plugin { source, .. } => {
+                    DriverError::from_storage_message(source.message())
+                }
+                other => DriverError::Internal(other.to_string()),
+            })?;
+        match reply {
+            Reply::Storage(r) => r.as_enum().cloned().map_err(|_| {
+                DriverError::Internal(format!(
+                    "plugin '{name}' answered a storage request with a reply this qvisor does not know"
+                ))
+            }),
+            other => Err(DriverError::Internal(format!(
+                "plugin '{name}' answered a storage request with {other:?}"
+            ))),
+        }
+    }
+
+    /// Every pool, active or not.
+    pub fn storage_pools(&self) -> Result<Vec<PoolInfo>> {
+        match self.storage(StorageOp::ListPools)? {
+            StorageReply::Pools(p) => Ok(p.into_iter().collect()),
+            other => Err(unexpected("pool list", &other)),
+        }
+    }
+
+    /// One pool, by name or UUID.
+    pub fn storage_pool(&self, name_or_uuid: &str) -> Result<PoolInfo> {
+        match self.storage(StorageOp::LookupPool(name_or_uuid.into()))? {
+            StorageReply::Pool(p) => Ok(p),
+            other => Err(unexpected("pool lookup", &other)),
+        }
+    }
+
+    /// The volumes of an active pool, sorted by name; `details` also reads
+    /// each image's type, format and sizes.
+    pub fn storage_volumes(&self, pool: &str, details: bool) -> Result<Vec<VolumeInfo>> {
+        let op = StorageOp::ListVolumes {
+            pool: pool.into(),
+            details,
+        };
+        match self.storage(op)? {
+            StorageReply::Volumes(v) => Ok(v.into_iter().collect()),
+            other => Err(unexpected("volume list", &other)),
+        }
+    }
+
+    /// One volume, with its type, format and sizes.
+    pub fn storage_volume(&self, volume: VolumeRef) -> Result<VolumeInfo> {
+        match self.storage(StorageOp::LookupVolume(volume))? {
+            StorageReply::Volume(v) => Ok(v),
+            other => Err(unexpected("volume lookup", &other)),
+        }
+    }
+
+    /// Creates a volume in `pool` from libvirt's volume XML.
+    pub fn storage_create_volume(&self, pool: &str, xml: &str) -> Result<VolumeInfo> {
+        let op = StorageOp::CreateVolume {
+            pool: pool.into(),
+            xml: xml.into(),
+            clone_of: abi_stable::std_types::ROption::RNone,
+        };
+        match self.storage(op)? {
+            StorageReply::Volume(v) => Ok(v),
+            other => Err(unexpected("volume creation", &other)),
+        }
+    }
+
+    /// A pool's or a volume's XML (`StorageOp::PoolXml`, `StorageOp::VolumeXml`).
+    pub fn storage_xml(&self, op: StorageOp) -> Result<String> {
+        match self.storage(op)? {
+            StorageReply::Xml(x) => Ok(x.into()),
+            other => Err(unexpected("XML request", &other)),
+        }
+    }
+}
+
+/// A reply of the wrong kind from the storage plugin.
+fn unexpected(what: &str, reply: &StorageReply) -> DriverError {
+    DriverError::Internal(format!(
+        "the storage plugin answered a {what} with {reply:?}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +410,23 @@ mod tests {
         assert_eq!(needs_storage(&q), (false, true));
         let spelled = domain("<disk type='file'><driver type='qcow2'/><source file='/x'/><backingStore/><target dev='vda'/></disk>");
         assert_eq!(needs_storage(&spelled), (false, false));
+    }
+
+    #[test]
+    fn storage_plugin_messages_keep_their_libvirt_code() {
+        let e = DriverError::from_storage_message(
+            "Storage pool not found: no storage pool with matching name 'x'",
+        );
+        assert!(
+            matches!(&e, DriverError::NoStoragePool(m) if m == "no storage pool with matching name 'x'")
+        );
+        assert_eq!(
+            e.to_string(),
+            "Storage pool not found: no storage pool with matching name 'x'"
+        );
+        let e = DriverError::from_storage_message("cannot create path '/x': Permission denied");
+        assert!(matches!(e, DriverError::System(_)), "{e:?}");
+        assert_eq!(e.to_string(), "cannot create path '/x': Permission denied");
     }
 
     #[test]

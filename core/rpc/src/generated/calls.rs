@@ -381,6 +381,84 @@ pub enum Call {
     ConnectListAllNwfilters(
         Req<crate::remote::ConnectListAllNwfiltersArgs, crate::remote::ConnectListAllNwfiltersRet>,
     ),
+    /// `REMOTE_PROC_STORAGE_POOL_LOOKUP_BY_NAME` (84)
+    StoragePoolLookupByName(
+        Req<crate::remote::StoragePoolLookupByNameArgs, crate::remote::StoragePoolLookupByNameRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_POOL_LOOKUP_BY_UUID` (85)
+    StoragePoolLookupByUuid(
+        Req<crate::remote::StoragePoolLookupByUuidArgs, crate::remote::StoragePoolLookupByUuidRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_POOL_GET_INFO` (87)
+    StoragePoolGetInfo(
+        Req<crate::remote::StoragePoolGetInfoArgs, crate::remote::StoragePoolGetInfoRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_POOL_GET_XML_DESC` (88)
+    StoragePoolGetXmlDesc(
+        Req<crate::remote::StoragePoolGetXmlDescArgs, crate::remote::StoragePoolGetXmlDescRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_POOL_GET_AUTOSTART` (89)
+    StoragePoolGetAutostart(
+        Req<crate::remote::StoragePoolGetAutostartArgs, crate::remote::StoragePoolGetAutostartRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_POOL_IS_ACTIVE` (154)
+    StoragePoolIsActive(
+        Req<crate::remote::StoragePoolIsActiveArgs, crate::remote::StoragePoolIsActiveRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_POOL_IS_PERSISTENT` (155)
+    StoragePoolIsPersistent(
+        Req<crate::remote::StoragePoolIsPersistentArgs, crate::remote::StoragePoolIsPersistentRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_POOL_REFRESH` (83)
+    StoragePoolRefresh(Req<crate::remote::StoragePoolRefreshArgs, ()>),
+    /// `REMOTE_PROC_STORAGE_POOL_LIST_ALL_VOLUMES` (282)
+    StoragePoolListAllVolumes(
+        Req<
+            crate::remote::StoragePoolListAllVolumesArgs,
+            crate::remote::StoragePoolListAllVolumesRet,
+        >,
+    ),
+    /// `REMOTE_PROC_STORAGE_POOL_NUM_OF_VOLUMES` (91)
+    StoragePoolNumOfVolumes(
+        Req<crate::remote::StoragePoolNumOfVolumesArgs, crate::remote::StoragePoolNumOfVolumesRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_VOL_LOOKUP_BY_NAME` (95)
+    StorageVolLookupByName(
+        Req<crate::remote::StorageVolLookupByNameArgs, crate::remote::StorageVolLookupByNameRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_VOL_LOOKUP_BY_PATH` (97)
+    StorageVolLookupByPath(
+        Req<crate::remote::StorageVolLookupByPathArgs, crate::remote::StorageVolLookupByPathRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_VOL_LOOKUP_BY_KEY` (96)
+    StorageVolLookupByKey(
+        Req<crate::remote::StorageVolLookupByKeyArgs, crate::remote::StorageVolLookupByKeyRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_VOL_GET_INFO` (98)
+    StorageVolGetInfo(
+        Req<crate::remote::StorageVolGetInfoArgs, crate::remote::StorageVolGetInfoRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_VOL_GET_PATH` (100)
+    StorageVolGetPath(
+        Req<crate::remote::StorageVolGetPathArgs, crate::remote::StorageVolGetPathRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_VOL_GET_XML_DESC` (99)
+    StorageVolGetXmlDesc(
+        Req<crate::remote::StorageVolGetXmlDescArgs, crate::remote::StorageVolGetXmlDescRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_VOL_CREATE_XML` (93)
+    StorageVolCreateXml(
+        Req<crate::remote::StorageVolCreateXmlArgs, crate::remote::StorageVolCreateXmlRet>,
+    ),
+    /// `REMOTE_PROC_STORAGE_VOL_DELETE` (94)
+    StorageVolDelete(Req<crate::remote::StorageVolDeleteArgs, ()>),
+    /// `REMOTE_PROC_STORAGE_POOL_LOOKUP_BY_VOLUME` (86)
+    StoragePoolLookupByVolume(
+        Req<
+            crate::remote::StoragePoolLookupByVolumeArgs,
+            crate::remote::StoragePoolLookupByVolumeRet,
+        >,
+    ),
     /// `QEMU_PROC_DOMAIN_MONITOR_COMMAND` (1)
     QemuDomainMonitorCommand(
         Req<crate::qemu::DomainMonitorCommandArgs, crate::qemu::DomainMonitorCommandRet>,
@@ -541,6 +619,25 @@ impl Call {
             (Program::Remote, 285) => Self::ConnectListAllNodeDevices(Req::decode(info, body)?),
             (Program::Remote, 287) => Self::ConnectListAllSecrets(Req::decode(info, body)?),
             (Program::Remote, 286) => Self::ConnectListAllNwfilters(Req::decode(info, body)?),
+            (Program::Remote, 84) => Self::StoragePoolLookupByName(Req::decode(info, body)?),
+            (Program::Remote, 85) => Self::StoragePoolLookupByUuid(Req::decode(info, body)?),
+            (Program::Remote, 87) => Self::StoragePoolGetInfo(Req::decode(info, body)?),
+            (Program::Remote, 88) => Self::StoragePoolGetXmlDesc(Req::decode(info, body)?),
+            (Program::Remote, 89) => Self::StoragePoolGetAutostart(Req::decode(info, body)?),
+            (Program::Remote, 154) => Self::StoragePoolIsActive(Req::decode(info, body)?),
+            (Program::Remote, 155) => Self::StoragePoolIsPersistent(Req::decode(info, body)?),
+            (Program::Remote, 83) => Self::StoragePoolRefresh(Req::decode(info, body)?),
+            (Program::Remote, 282) => Self::StoragePoolListAllVolumes(Req::decode(info, body)?),
+            (Program::Remote, 91) => Self::StoragePoolNumOfVolumes(Req::decode(info, body)?),
+            (Program::Remote, 95) => Self::StorageVolLookupByName(Req::decode(info, body)?),
+            (Program::Remote, 97) => Self::StorageVolLookupByPath(Req::decode(info, body)?),
+            (Program::Remote, 96) => Self::StorageVolLookupByKey(Req::decode(info, body)?),
+            (Program::Remote, 98) => Self::StorageVolGetInfo(Req::decode(info, body)?),
+            (Program::Remote, 100) => Self::StorageVolGetPath(Req::decode(info, body)?),
+            (Program::Remote, 99) => Self::StorageVolGetXmlDesc(Req::decode(info, body)?),
+            (Program::Remote, 93) => Self::StorageVolCreateXml(Req::decode(info, body)?),
+            (Program::Remote, 94) => Self::StorageVolDelete(Req::decode(info, body)?),
+            (Program::Remote, 86) => Self::StoragePoolLookupByVolume(Req::decode(info, body)?),
             (Program::Qemu, 1) => Self::QemuDomainMonitorCommand(Req::decode(info, body)?),
             (Program::Qemu, 2) => Self::QemuDomainAttach(Req::decode(info, body)?),
             (Program::Qemu, 3) => Self::QemuDomainAgentCommand(Req::decode(info, body)?),
@@ -671,6 +768,25 @@ impl Call {
             Self::ConnectListAllNodeDevices(r) => r.procedure(),
             Self::ConnectListAllSecrets(r) => r.procedure(),
             Self::ConnectListAllNwfilters(r) => r.procedure(),
+            Self::StoragePoolLookupByName(r) => r.procedure(),
+            Self::StoragePoolLookupByUuid(r) => r.procedure(),
+            Self::StoragePoolGetInfo(r) => r.procedure(),
+            Self::StoragePoolGetXmlDesc(r) => r.procedure(),
+            Self::StoragePoolGetAutostart(r) => r.procedure(),
+            Self::StoragePoolIsActive(r) => r.procedure(),
+            Self::StoragePoolIsPersistent(r) => r.procedure(),
+            Self::StoragePoolRefresh(r) => r.procedure(),
+            Self::StoragePoolListAllVolumes(r) => r.procedure(),
+            Self::StoragePoolNumOfVolumes(r) => r.procedure(),
+            Self::StorageVolLookupByName(r) => r.procedure(),
+            Self::StorageVolLookupByPath(r) => r.procedure(),
+            Self::StorageVolLookupByKey(r) => r.procedure(),
+            Self::StorageVolGetInfo(r) => r.procedure(),
+            Self::StorageVolGetPath(r) => r.procedure(),
+            Self::StorageVolGetXmlDesc(r) => r.procedure(),
+            Self::StorageVolCreateXml(r) => r.procedure(),
+            Self::StorageVolDelete(r) => r.procedure(),
+            Self::StoragePoolLookupByVolume(r) => r.procedure(),
             Self::QemuDomainMonitorCommand(r) => r.procedure(),
             Self::QemuDomainAttach(r) => r.procedure(),
             Self::QemuDomainAgentCommand(r) => r.procedure(),
@@ -706,6 +822,10 @@ pub fn decode_every_type(body: &[u8]) -> Result<usize, &'static str> {
     ok += usize::from(reencode::<crate::remote::NonnullStoragePool>(
         body,
         "remote_nonnull_storage_pool",
+    )?);
+    ok += usize::from(reencode::<crate::remote::NonnullStorageVol>(
+        body,
+        "remote_nonnull_storage_vol",
     )?);
     ok += usize::from(reencode::<crate::remote::NonnullNodeDevice>(
         body,
@@ -1188,6 +1308,126 @@ pub fn decode_every_type(body: &[u8]) -> Result<usize, &'static str> {
         body,
         "remote_auth_list_ret",
     )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolLookupByUuidArgs>(
+        body,
+        "remote_storage_pool_lookup_by_uuid_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolLookupByUuidRet>(
+        body,
+        "remote_storage_pool_lookup_by_uuid_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolLookupByNameArgs>(
+        body,
+        "remote_storage_pool_lookup_by_name_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolLookupByNameRet>(
+        body,
+        "remote_storage_pool_lookup_by_name_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolLookupByVolumeArgs>(
+        body,
+        "remote_storage_pool_lookup_by_volume_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolLookupByVolumeRet>(
+        body,
+        "remote_storage_pool_lookup_by_volume_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolRefreshArgs>(
+        body,
+        "remote_storage_pool_refresh_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolGetXmlDescArgs>(
+        body,
+        "remote_storage_pool_get_xml_desc_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolGetXmlDescRet>(
+        body,
+        "remote_storage_pool_get_xml_desc_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolGetInfoArgs>(
+        body,
+        "remote_storage_pool_get_info_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolGetInfoRet>(
+        body,
+        "remote_storage_pool_get_info_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolGetAutostartArgs>(
+        body,
+        "remote_storage_pool_get_autostart_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolGetAutostartRet>(
+        body,
+        "remote_storage_pool_get_autostart_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolNumOfVolumesArgs>(
+        body,
+        "remote_storage_pool_num_of_volumes_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolNumOfVolumesRet>(
+        body,
+        "remote_storage_pool_num_of_volumes_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolLookupByNameArgs>(
+        body,
+        "remote_storage_vol_lookup_by_name_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolLookupByNameRet>(
+        body,
+        "remote_storage_vol_lookup_by_name_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolLookupByKeyArgs>(
+        body,
+        "remote_storage_vol_lookup_by_key_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolLookupByKeyRet>(
+        body,
+        "remote_storage_vol_lookup_by_key_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolLookupByPathArgs>(
+        body,
+        "remote_storage_vol_lookup_by_path_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolLookupByPathRet>(
+        body,
+        "remote_storage_vol_lookup_by_path_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolCreateXmlArgs>(
+        body,
+        "remote_storage_vol_create_xml_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolCreateXmlRet>(
+        body,
+        "remote_storage_vol_create_xml_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolDeleteArgs>(
+        body,
+        "remote_storage_vol_delete_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolGetXmlDescArgs>(
+        body,
+        "remote_storage_vol_get_xml_desc_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolGetXmlDescRet>(
+        body,
+        "remote_storage_vol_get_xml_desc_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolGetInfoArgs>(
+        body,
+        "remote_storage_vol_get_info_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolGetInfoRet>(
+        body,
+        "remote_storage_vol_get_info_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolGetPathArgs>(
+        body,
+        "remote_storage_vol_get_path_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StorageVolGetPathRet>(
+        body,
+        "remote_storage_vol_get_path_ret",
+    )?);
     ok += usize::from(reencode::<crate::remote::DomainEventLifecycleMsg>(
         body,
         "remote_domain_event_lifecycle_msg",
@@ -1239,6 +1479,22 @@ pub fn decode_every_type(body: &[u8]) -> Result<usize, &'static str> {
     ok += usize::from(reencode::<crate::remote::DomainIsUpdatedRet>(
         body,
         "remote_domain_is_updated_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolIsActiveArgs>(
+        body,
+        "remote_storage_pool_is_active_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolIsActiveRet>(
+        body,
+        "remote_storage_pool_is_active_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolIsPersistentArgs>(
+        body,
+        "remote_storage_pool_is_persistent_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolIsPersistentRet>(
+        body,
+        "remote_storage_pool_is_persistent_ret",
     )?);
     ok += usize::from(reencode::<crate::remote::ConnectCompareCpuArgs>(
         body,
@@ -1497,6 +1753,14 @@ pub fn decode_every_type(body: &[u8]) -> Result<usize, &'static str> {
     ok += usize::from(reencode::<crate::remote::ConnectListAllStoragePoolsRet>(
         body,
         "remote_connect_list_all_storage_pools_ret",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolListAllVolumesArgs>(
+        body,
+        "remote_storage_pool_list_all_volumes_args",
+    )?);
+    ok += usize::from(reencode::<crate::remote::StoragePoolListAllVolumesRet>(
+        body,
+        "remote_storage_pool_list_all_volumes_ret",
     )?);
     ok += usize::from(reencode::<crate::remote::ConnectListAllNetworksArgs>(
         body,

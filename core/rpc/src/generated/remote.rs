@@ -288,6 +288,36 @@ impl XdrDecode for NonnullStoragePool {
     }
 }
 
+/// XDR `struct remote_nonnull_storage_vol`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NonnullStorageVol {
+    /// `pool`
+    pub pool: String,
+    /// `name`
+    pub name: String,
+    /// `key`
+    pub key: String,
+}
+
+impl XdrEncode for NonnullStorageVol {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        e.put_string(&self.pool, crate::remote::STRING_MAX)?;
+        e.put_string(&self.name, crate::remote::STRING_MAX)?;
+        e.put_string(&self.key, crate::remote::STRING_MAX)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for NonnullStorageVol {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            pool: d.string(crate::remote::STRING_MAX)?,
+            name: d.string(crate::remote::STRING_MAX)?,
+            key: d.string(crate::remote::STRING_MAX)?,
+        })
+    }
+}
+
 /// XDR `struct remote_nonnull_node_device`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NonnullNodeDevice {
@@ -3561,6 +3591,714 @@ impl XdrDecode for AuthListRet {
     }
 }
 
+/// XDR `struct remote_storage_pool_lookup_by_uuid_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolLookupByUuidArgs {
+    /// `uuid`
+    pub uuid: [u8; 16],
+}
+
+impl XdrEncode for StoragePoolLookupByUuidArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        e.put_fixed_opaque(&self.uuid)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolLookupByUuidArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            uuid: d.fixed_opaque::<16>()?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_lookup_by_uuid_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolLookupByUuidRet {
+    /// `pool`
+    pub pool: NonnullStoragePool,
+}
+
+impl XdrEncode for StoragePoolLookupByUuidRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.pool.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolLookupByUuidRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            pool: NonnullStoragePool::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_lookup_by_name_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolLookupByNameArgs {
+    /// `name`
+    pub name: String,
+}
+
+impl XdrEncode for StoragePoolLookupByNameArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        e.put_string(&self.name, crate::remote::STRING_MAX)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolLookupByNameArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            name: d.string(crate::remote::STRING_MAX)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_lookup_by_name_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolLookupByNameRet {
+    /// `pool`
+    pub pool: NonnullStoragePool,
+}
+
+impl XdrEncode for StoragePoolLookupByNameRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.pool.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolLookupByNameRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            pool: NonnullStoragePool::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_lookup_by_volume_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolLookupByVolumeArgs {
+    /// `vol`
+    pub vol: NonnullStorageVol,
+}
+
+impl XdrEncode for StoragePoolLookupByVolumeArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.vol.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolLookupByVolumeArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            vol: NonnullStorageVol::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_lookup_by_volume_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolLookupByVolumeRet {
+    /// `pool`
+    pub pool: NonnullStoragePool,
+}
+
+impl XdrEncode for StoragePoolLookupByVolumeRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.pool.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolLookupByVolumeRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            pool: NonnullStoragePool::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_refresh_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolRefreshArgs {
+    /// `pool`
+    pub pool: NonnullStoragePool,
+    /// `flags`
+    pub flags: u32,
+}
+
+impl XdrEncode for StoragePoolRefreshArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.pool.encode(e)?;
+        self.flags.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolRefreshArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            pool: NonnullStoragePool::decode(d)?,
+            flags: u32::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_get_xml_desc_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolGetXmlDescArgs {
+    /// `pool`
+    pub pool: NonnullStoragePool,
+    /// `flags`
+    pub flags: u32,
+}
+
+impl XdrEncode for StoragePoolGetXmlDescArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.pool.encode(e)?;
+        self.flags.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolGetXmlDescArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            pool: NonnullStoragePool::decode(d)?,
+            flags: u32::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_get_xml_desc_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolGetXmlDescRet {
+    /// `xml`
+    pub xml: String,
+}
+
+impl XdrEncode for StoragePoolGetXmlDescRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        e.put_string(&self.xml, crate::remote::STRING_MAX)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolGetXmlDescRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            xml: d.string(crate::remote::STRING_MAX)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_get_info_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolGetInfoArgs {
+    /// `pool`
+    pub pool: NonnullStoragePool,
+}
+
+impl XdrEncode for StoragePoolGetInfoArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.pool.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolGetInfoArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            pool: NonnullStoragePool::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_get_info_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolGetInfoRet {
+    /// `state`
+    pub state: u8,
+    /// `capacity`
+    pub capacity: u64,
+    /// `allocation`
+    pub allocation: u64,
+    /// `available`
+    pub available: u64,
+}
+
+impl XdrEncode for StoragePoolGetInfoRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.state.encode(e)?;
+        self.capacity.encode(e)?;
+        self.allocation.encode(e)?;
+        self.available.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolGetInfoRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            state: u8::decode(d)?,
+            capacity: u64::decode(d)?,
+            allocation: u64::decode(d)?,
+            available: u64::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_get_autostart_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolGetAutostartArgs {
+    /// `pool`
+    pub pool: NonnullStoragePool,
+}
+
+impl XdrEncode for StoragePoolGetAutostartArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.pool.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolGetAutostartArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            pool: NonnullStoragePool::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_get_autostart_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolGetAutostartRet {
+    /// `autostart`
+    pub autostart: i32,
+}
+
+impl XdrEncode for StoragePoolGetAutostartRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.autostart.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolGetAutostartRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            autostart: i32::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_num_of_volumes_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolNumOfVolumesArgs {
+    /// `pool`
+    pub pool: NonnullStoragePool,
+}
+
+impl XdrEncode for StoragePoolNumOfVolumesArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.pool.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolNumOfVolumesArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            pool: NonnullStoragePool::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_num_of_volumes_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolNumOfVolumesRet {
+    /// `num`
+    pub num: i32,
+}
+
+impl XdrEncode for StoragePoolNumOfVolumesRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.num.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolNumOfVolumesRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            num: i32::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_lookup_by_name_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolLookupByNameArgs {
+    /// `pool`
+    pub pool: NonnullStoragePool,
+    /// `name`
+    pub name: String,
+}
+
+impl XdrEncode for StorageVolLookupByNameArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.pool.encode(e)?;
+        e.put_string(&self.name, crate::remote::STRING_MAX)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolLookupByNameArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            pool: NonnullStoragePool::decode(d)?,
+            name: d.string(crate::remote::STRING_MAX)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_lookup_by_name_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolLookupByNameRet {
+    /// `vol`
+    pub vol: NonnullStorageVol,
+}
+
+impl XdrEncode for StorageVolLookupByNameRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.vol.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolLookupByNameRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            vol: NonnullStorageVol::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_lookup_by_key_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolLookupByKeyArgs {
+    /// `key`
+    pub key: String,
+}
+
+impl XdrEncode for StorageVolLookupByKeyArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        e.put_string(&self.key, crate::remote::STRING_MAX)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolLookupByKeyArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            key: d.string(crate::remote::STRING_MAX)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_lookup_by_key_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolLookupByKeyRet {
+    /// `vol`
+    pub vol: NonnullStorageVol,
+}
+
+impl XdrEncode for StorageVolLookupByKeyRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.vol.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolLookupByKeyRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            vol: NonnullStorageVol::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_lookup_by_path_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolLookupByPathArgs {
+    /// `path`
+    pub path: String,
+}
+
+impl XdrEncode for StorageVolLookupByPathArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        e.put_string(&self.path, crate::remote::STRING_MAX)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolLookupByPathArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            path: d.string(crate::remote::STRING_MAX)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_lookup_by_path_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolLookupByPathRet {
+    /// `vol`
+    pub vol: NonnullStorageVol,
+}
+
+impl XdrEncode for StorageVolLookupByPathRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.vol.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolLookupByPathRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            vol: NonnullStorageVol::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_create_xml_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolCreateXmlArgs {
+    /// `pool`
+    pub pool: NonnullStoragePool,
+    /// `xml`
+    pub xml: String,
+    /// `flags`
+    pub flags: u32,
+}
+
+impl XdrEncode for StorageVolCreateXmlArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.pool.encode(e)?;
+        e.put_string(&self.xml, crate::remote::STRING_MAX)?;
+        self.flags.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolCreateXmlArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            pool: NonnullStoragePool::decode(d)?,
+            xml: d.string(crate::remote::STRING_MAX)?,
+            flags: u32::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_create_xml_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolCreateXmlRet {
+    /// `vol`
+    pub vol: NonnullStorageVol,
+}
+
+impl XdrEncode for StorageVolCreateXmlRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.vol.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolCreateXmlRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            vol: NonnullStorageVol::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_delete_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolDeleteArgs {
+    /// `vol`
+    pub vol: NonnullStorageVol,
+    /// `flags`
+    pub flags: u32,
+}
+
+impl XdrEncode for StorageVolDeleteArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.vol.encode(e)?;
+        self.flags.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolDeleteArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            vol: NonnullStorageVol::decode(d)?,
+            flags: u32::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_get_xml_desc_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolGetXmlDescArgs {
+    /// `vol`
+    pub vol: NonnullStorageVol,
+    /// `flags`
+    pub flags: u32,
+}
+
+impl XdrEncode for StorageVolGetXmlDescArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.vol.encode(e)?;
+        self.flags.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolGetXmlDescArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            vol: NonnullStorageVol::decode(d)?,
+            flags: u32::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_get_xml_desc_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolGetXmlDescRet {
+    /// `xml`
+    pub xml: String,
+}
+
+impl XdrEncode for StorageVolGetXmlDescRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        e.put_string(&self.xml, crate::remote::STRING_MAX)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolGetXmlDescRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            xml: d.string(crate::remote::STRING_MAX)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_get_info_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolGetInfoArgs {
+    /// `vol`
+    pub vol: NonnullStorageVol,
+}
+
+impl XdrEncode for StorageVolGetInfoArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.vol.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolGetInfoArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            vol: NonnullStorageVol::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_get_info_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolGetInfoRet {
+    /// `type`
+    pub r#type: i8,
+    /// `capacity`
+    pub capacity: u64,
+    /// `allocation`
+    pub allocation: u64,
+}
+
+impl XdrEncode for StorageVolGetInfoRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.r#type.encode(e)?;
+        self.capacity.encode(e)?;
+        self.allocation.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolGetInfoRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            r#type: i8::decode(d)?,
+            capacity: u64::decode(d)?,
+            allocation: u64::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_get_path_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolGetPathArgs {
+    /// `vol`
+    pub vol: NonnullStorageVol,
+}
+
+impl XdrEncode for StorageVolGetPathArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.vol.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolGetPathArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            vol: NonnullStorageVol::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_vol_get_path_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageVolGetPathRet {
+    /// `name`
+    pub name: String,
+}
+
+impl XdrEncode for StorageVolGetPathRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        e.put_string(&self.name, crate::remote::STRING_MAX)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StorageVolGetPathRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            name: d.string(crate::remote::STRING_MAX)?,
+        })
+    }
+}
+
 /// XDR `struct remote_domain_event_lifecycle_msg`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DomainEventLifecycleMsg {
@@ -3871,6 +4609,94 @@ impl XdrDecode for DomainIsUpdatedRet {
     fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
         Ok(Self {
             updated: i32::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_is_active_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolIsActiveArgs {
+    /// `pool`
+    pub pool: NonnullStoragePool,
+}
+
+impl XdrEncode for StoragePoolIsActiveArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.pool.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolIsActiveArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            pool: NonnullStoragePool::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_is_active_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolIsActiveRet {
+    /// `active`
+    pub active: i32,
+}
+
+impl XdrEncode for StoragePoolIsActiveRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.active.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolIsActiveRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            active: i32::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_is_persistent_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolIsPersistentArgs {
+    /// `pool`
+    pub pool: NonnullStoragePool,
+}
+
+impl XdrEncode for StoragePoolIsPersistentArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.pool.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolIsPersistentArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            pool: NonnullStoragePool::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_is_persistent_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolIsPersistentRet {
+    /// `persistent`
+    pub persistent: i32,
+}
+
+impl XdrEncode for StoragePoolIsPersistentRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.persistent.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolIsPersistentRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            persistent: i32::decode(d)?,
         })
     }
 }
@@ -5553,6 +6379,66 @@ impl XdrDecode for ConnectListAllStoragePoolsRet {
         Ok(Self {
             pools: d.array(crate::remote::STORAGE_POOL_LIST_MAX, 20, |d| {
                 NonnullStoragePool::decode(d)
+            })?,
+            ret: u32::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_list_all_volumes_args`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolListAllVolumesArgs {
+    /// `pool`
+    pub pool: NonnullStoragePool,
+    /// `need_results`
+    pub need_results: i32,
+    /// `flags`
+    pub flags: u32,
+}
+
+impl XdrEncode for StoragePoolListAllVolumesArgs {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        self.pool.encode(e)?;
+        self.need_results.encode(e)?;
+        self.flags.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolListAllVolumesArgs {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            pool: NonnullStoragePool::decode(d)?,
+            need_results: i32::decode(d)?,
+            flags: u32::decode(d)?,
+        })
+    }
+}
+
+/// XDR `struct remote_storage_pool_list_all_volumes_ret`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoragePoolListAllVolumesRet {
+    /// `vols`
+    pub vols: Vec<NonnullStorageVol>,
+    /// `ret`
+    pub ret: u32,
+}
+
+impl XdrEncode for StoragePoolListAllVolumesRet {
+    fn encode(&self, e: &mut Encoder) -> Result<(), XdrError> {
+        e.put_array(&self.vols, crate::remote::STORAGE_VOL_LIST_MAX, |e, v| {
+            v.encode(e)
+        })?;
+        self.ret.encode(e)?;
+        Ok(())
+    }
+}
+
+impl XdrDecode for StoragePoolListAllVolumesRet {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            vols: d.array(crate::remote::STORAGE_VOL_LIST_MAX, 12, |d| {
+                NonnullStorageVol::decode(d)
             })?,
             ret: u32::decode(d)?,
         })
