@@ -960,6 +960,16 @@ fn check_disk_sources(def: &Domain) -> Result<()> {
 /// as libvirt does from `query-chardev`, so the live XML and `console` know them.
 fn resolve_pty_paths(monitor: &QmpClient, def: &mut Domain) {
     use qvisor_domain::ChrType;
+    let devices = &def.devices;
+    let any_pty = devices
+        .serials
+        .iter()
+        .chain(devices.consoles.iter())
+        .any(|c| c.source.kind == ChrType::Pty);
+    // No round trip to a QEMU that is still starting when nothing needs it.
+    if !any_pty {
+        return;
+    }
     let Ok(list) = monitor.execute("query-chardev", None) else {
         return;
     };
