@@ -246,11 +246,7 @@ fn mask_ids(text: &str, _: &Ctx) -> String {
     let t = mask_line_value(text, "Id:", "{id}");
     let t = mask_between(&t, "<domain type='qemu' id='", "'", "{id}");
     let t = mask_between(&t, "<domain type='kvm' id='", "'", "{id}");
-    let is_list = t.lines().next().is_some_and(|l| {
-        let cols: Vec<&str> = l.split_whitespace().collect();
-        cols == ["Id", "Name", "State"]
-    });
-    if !is_list {
+    if !is_list_output(&t) {
         return t;
     }
     t.lines()
@@ -269,14 +265,18 @@ fn mask_ids(text: &str, _: &Ctx) -> String {
         .join("\n")
 }
 
+/// Whether `text` is a `virsh list` table (its header row).
+fn is_list_output(text: &str) -> bool {
+    text.lines().next().is_some_and(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        cols == ["Id", "Name", "State"]
+    })
+}
+
 /// `virsh list` rows naming a domain this test did not define: the peer
 /// libvirtd may be shared with other runs (benchmarks) that define their own.
 fn drop_foreign_list_rows(text: &str, _: &Ctx) -> String {
-    let is_list = text.lines().next().is_some_and(|l| {
-        let cols: Vec<&str> = l.split_whitespace().collect();
-        cols == ["Id", "Name", "State"]
-    });
-    if !is_list {
+    if !is_list_output(text) {
         return text.to_string();
     }
     let ours = |l: &str| {

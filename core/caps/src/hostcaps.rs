@@ -9,7 +9,7 @@ use crate::arch;
 use crate::cpumap::{self, X86CpuData};
 use crate::flags::Flag;
 use crate::model::{Accel, QemuCaps};
-use crate::xmltree::escape;
+use crate::xmltree::{escape, format_int_pretty};
 
 /// The host CPU as libvirt reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -426,9 +426,7 @@ fn host_cpu_identity(host_arch: &str) -> &'static CpuIdentity {
     ONCE.get_or_init(|| {
         let x86 = arch::is_x86(host_arch).then(cpumap::read_host_x86);
         // The TSC frequency is worth reporting only when it is invariant.
-        let invtsc = x86.as_ref().is_some_and(|d| {
-            cpumap::feature_index("invtsc").is_some_and(|i| d.features().contains(&i))
-        });
+        let invtsc = x86.as_ref().is_some_and(|d| d.has_feature("invtsc"));
         let tsc = if invtsc { crate::kvm::tsc_info() } else { None };
         (x86, tsc)
     })
@@ -472,7 +470,7 @@ pub fn read_cache_banks(sys_cpu: &Path) -> Vec<CacheBank> {
             ) else {
                 continue;
             };
-            let (size, unit) = pretty_size(bytes);
+            let (size, unit) = format_int_pretty(bytes);
             let bank = CacheBank {
                 id,
                 level,
@@ -500,19 +498,6 @@ fn parse_sysfs_size(v: &str) -> Option<u64> {
         _ => (v, 1),
     };
     num.parse::<u64>().ok()?.checked_mul(mult)
-}
-
-/// The largest unit that holds `bytes` exactly (libvirt's
-/// `virFormatIntPretty`).
-fn pretty_size(bytes: u64) -> (u64, &'static str) {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes;
-    let mut unit = 0;
-    while v != 0 && v % 1024 == 0 && unit + 1 < UNITS.len() {
-        v /= 1024;
-        unit += 1;
-    }
-    (v, UNITS[unit])
 }
 
 fn machine_id_uuid(id: &str) -> String {
@@ -783,8 +768,8 @@ mod tests {
                 cpus: "0-1".into(),
             }]
         );
-        assert_eq!(pretty_size(1536), (1536, "B"));
-        assert_eq!(pretty_size(32 * 1024), (32, "KiB"));
+        assert_eq!(format_int_pretty(1536), (1536, "B"));
+        assert_eq!(format_int_pretty(32 * 1024), (32, "KiB"));
     }
 
     #[test]

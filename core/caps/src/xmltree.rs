@@ -78,6 +78,19 @@ impl Element {
     }
 }
 
+/// A byte count in the largest binary unit that holds it exactly, as
+/// libvirt prints sizes (`virFormatIntPretty`): (value, unit).
+pub fn format_int_pretty(bytes: u64) -> (u64, &'static str) {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bytes;
+    let mut i = 0;
+    while i + 1 < UNITS.len() && v != 0 && v % 1024 == 0 {
+        v /= 1024;
+        i += 1;
+    }
+    (v, UNITS[i])
+}
+
 /// Escapes text for use in content or a single- or double-quoted attribute,
 /// as libvirt's `virBufferEscapeString` does.
 pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {

@@ -4,6 +4,10 @@
 use crate::error::{Error, Result};
 use crate::xml::Element;
 
+/// Formats a byte count with the largest binary unit that divides it
+/// (libvirt's `virFormatIntPretty`): returns (value, unit).
+pub use qvisor_caps::xmltree::format_int_pretty as format_pretty_bytes;
+
 /// An enum whose variants have libvirt's string names.
 pub trait StrEnum: Sized + Copy {
     /// libvirt's name of the value.
@@ -338,19 +342,6 @@ impl std::fmt::Display for CpuSet {
         }
         Ok(())
     }
-}
-
-/// Formats a byte count with the largest binary unit that divides it
-/// (libvirt's `virFormatIntPretty`): returns (value, unit).
-pub fn format_pretty_bytes(bytes: u64) -> (u64, &'static str) {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut v = bytes;
-    let mut i = 0;
-    while i + 1 < units.len() && v != 0 && v % 1024 == 0 {
-        v /= 1024;
-        i += 1;
-    }
-    (v, units[i])
 }
 
 #[cfg(test)]

@@ -2519,7 +2519,7 @@ impl Devices {
     }
 
     /// Rewrites each console that aliases a serial port into what libvirt
-    /// prints for it (see [`Devices::to_element_for`]), so the model equals
+    /// prints for it (see [`Devices::to_element`]), so the model equals
     /// what reading the printed XML back gives.
     pub fn mirror_serial_consoles(&mut self, hvm: bool) {
         let mirrored: Vec<ChrDevice> = self
@@ -2531,14 +2531,9 @@ impl Devices {
         self.consoles = mirrored;
     }
 
-    /// Formats `<devices>` of a non-hvm guest (consoles print as they are).
-    pub fn to_element(&self, opts: &FormatOptions) -> Element {
-        self.to_element_for(opts, false)
-    }
-
     /// Formats `<devices>`; `hvm` makes serial consoles mirror their
     /// serial port, as libvirt prints them.
-    pub fn to_element_for(&self, opts: &FormatOptions, hvm: bool) -> Element {
+    pub fn to_element(&self, opts: &FormatOptions, hvm: bool) -> Element {
         let mut e = Element::new("devices");
         let c = &mut e.children;
         if let Some(em) = &self.emulator {

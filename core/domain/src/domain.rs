@@ -1061,7 +1061,7 @@ impl Domain {
             }
         }
         c.extend(self.perf.iter().cloned());
-        c.push(self.devices.to_element_for(opts, self.os.os_type == "hvm"));
+        c.push(self.devices.to_element(opts, self.os.os_type == "hvm"));
         c.extend(self.seclabels.iter().cloned());
         c.extend(self.keywrap.iter().cloned());
         c.extend(self.launch_security.iter().cloned());

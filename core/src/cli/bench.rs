@@ -257,8 +257,7 @@ impl Peer {
     fn destroy(&self, name: &str) -> anyhow::Result<()> {
         let n = name.to_string();
         self.call("destroy", move |c| c.destroy(&n)).map(drop)?;
-        sys::settle(self.pid, Duration::from_secs(2));
-        sys::settle_system(Duration::from_secs(3));
+        sys::settle_system(SETTLE);
         Ok(())
     }
 

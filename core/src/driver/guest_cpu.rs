@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use qvisor_caps::cpumap::{X86Feature, FEATURES, MODELS};
+use qvisor_caps::cpumap::{feature_index, X86Feature, FEATURES, MODELS};
 use qvisor_domain::{Cpu, CpuCheck, CpuFeature, CpuFeaturePolicy, CpuMode, Domain};
 use qvisor_qmp::QmpClient;
 use serde_json::{json, Value};
@@ -98,12 +98,6 @@ fn described_by_cpuid(f: &X86Feature) -> bool {
     f.msr.is_none() && !f.cpuid.is_empty()
 }
 
-/// The map's index of the feature a definition names (QEMU spellings and
-/// aliases accepted).
-fn map_index(name: &str) -> Option<usize> {
-    qvisor_caps::cpumap::feature_index(name)
-}
-
 /// The CPUID bits the definition asks for: its model's features, plus the
 /// features it forces or requires, minus those it disables or forbids
 /// (libvirt's `x86ModelFromCPU`). `None` for a model the map lacks.
@@ -116,7 +110,7 @@ fn requested_bits(cpu: &Cpu) -> Option<CpuidBits> {
         bits.add(FEATURES.get(i)?);
     }
     for f in &cpu.features {
-        let Some(feature) = map_index(&f.name).and_then(|i| FEATURES.get(i)) else {
+        let Some(feature) = feature_index(&f.name).and_then(|i| FEATURES.get(i)) else {
             continue;
         };
         match f.policy {
@@ -135,7 +129,7 @@ fn set_policy(cpu: &mut Cpu, index: usize, policy: CpuFeaturePolicy) {
     match cpu
         .features
         .iter_mut()
-        .find(|f| f.name == name || map_index(&f.name) == Some(index))
+        .find(|f| f.name == name || feature_index(&f.name) == Some(index))
     {
         Some(f) => f.policy = policy,
         None => cpu.features.push(CpuFeature {

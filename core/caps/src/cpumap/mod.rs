@@ -96,22 +96,30 @@ impl X86CpuData {
         FEATURES
             .iter()
             .enumerate()
-            .filter(|(_, f)| {
-                if let Some(m) = f.msr {
-                    let v = self
-                        .arch_capabilities
-                        .filter(|_| m.index == 0x10a)
-                        .unwrap_or(0);
-                    let want = (u64::from(m.edx) << 32) | u64::from(m.eax);
-                    return want != 0 && v & want == want;
-                }
-                !f.cpuid.is_empty()
-                    && f.cpuid
-                        .iter()
-                        .all(|b| self.reg(b.leaf, b.subleaf, b.reg) & b.mask == b.mask)
-            })
+            .filter(|(_, f)| self.has(f))
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// Whether the data has the map's feature `name` (QEMU spellings
+    /// accepted); false for a name the map lacks.
+    pub fn has_feature(&self, name: &str) -> bool {
+        feature_index(name).is_some_and(|i| self.has(&FEATURES[i]))
+    }
+
+    fn has(&self, f: &X86Feature) -> bool {
+        if let Some(m) = f.msr {
+            let v = self
+                .arch_capabilities
+                .filter(|_| m.index == 0x10a)
+                .unwrap_or(0);
+            let want = (u64::from(m.edx) << 32) | u64::from(m.eax);
+            return want != 0 && v & want == want;
+        }
+        !f.cpuid.is_empty()
+            && f.cpuid
+                .iter()
+                .all(|b| self.reg(b.leaf, b.subleaf, b.reg) & b.mask == b.mask)
     }
 
     /// The vendor's libvirt name from CPUID leaf 0.
@@ -408,7 +416,7 @@ pub fn read_host_x86() -> X86CpuData {
         };
         // IA32_ARCH_CAPABILITIES, when CPUID says the CPU has it: from the
         // msr driver, else from KVM's feature MSRs (as libvirt).
-        if feature_index("arch-capabilities").is_some_and(|i| x86.features().contains(&i)) {
+        if x86.has_feature("arch-capabilities") {
             x86.arch_capabilities = std::fs::File::open("/dev/cpu/0/msr")
                 .ok()
                 .and_then(|f| {

@@ -222,22 +222,6 @@ pub fn process_cpu(pid: i32) -> Option<Duration> {
 }
 
 /// Resident set size of a live process, MiB (`VmRSS`).
-/// Waits (at most `limit`) until process `pid` has used no CPU for 60 ms:
-/// a daemon finishing work in the background (libvirtd cleans up after a
-/// destroy) would otherwise slow the next timed command, whichever side
-/// of the pair it belongs to.
-pub fn settle(pid: i32, limit: Duration) {
-    let deadline = std::time::Instant::now() + limit;
-    let mut last = process_cpu(pid);
-    let mut quiet = 0;
-    while quiet < 3 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = process_cpu(pid);
-        quiet = if now == last { quiet + 1 } else { 0 };
-        last = now;
-    }
-}
-
 /// Waits (at most `limit`) until the whole machine is quiet: less than a
 /// tenth of its CPU time busy over two 50 ms windows in a row. Work that
 /// outlives a timed command (a QEMU being torn down, a daemon cleaning up,
