@@ -11,7 +11,8 @@
 //! decodes its calls, enforces the read-only socket, and calls the client's [`Handler`]
 //! synchronously: one handler call per request, in order.
 //!
-//! So a client costs one parked thread and one socket; no async runtime, which keeps
+//! So a client costs one parked thread and one socket (a thread whose client left waits
+//! a while for the next one, see [`pool`]); no async runtime, which keeps
 //! the daemon's idle RSS small and lets the driver's handler code block (start a
 //! guest, talk to a monitor) without stalling anyone else. Because I/O never waits for
 //! a handler, keepalive PINGs are answered even while a long call runs, like
@@ -28,6 +29,7 @@
 
 mod dispatch;
 mod outbox;
+mod pool;
 mod reactor;
 mod sys;
 
@@ -45,6 +47,7 @@ use crate::frame::FrameError;
 
 pub use dispatch::dispatch;
 use outbox::{Outbox, Waker};
+pub use pool::{IDLE_NAME as IDLE_HANDLER_THREAD_NAME, MAX_IDLE as MAX_IDLE_HANDLER_THREADS};
 use reactor::{Listening, Reactor};
 
 /// One listening socket.
@@ -372,6 +375,7 @@ impl<S: Service> Server<S> {
             shared: &self.shared,
             wake_rx: &self.wake_rx,
             waker: &self.waker,
+            pool: &pool::ThreadPool::new(self.config.handler_stack_size),
         }
         .run();
         for l in &self.listeners {

@@ -8,13 +8,14 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::dispatch::{access_denied_frame, keepalive_reply, worker};
 use super::outbox::{Outbox, Waker};
+use super::pool::{JobHandle, ThreadPool};
 use super::{
     sys, EventSender, Peer, PeerPolicy, ServerConfig, ServerError, Service, Shared, SocketConfig,
 };
@@ -64,19 +65,20 @@ pub(crate) struct Reactor<'a, S: Service> {
     pub shared: &'a Arc<Shared>,
     pub wake_rx: &'a UnixStream,
     pub waker: &'a Arc<Waker>,
+    pub pool: &'a Arc<ThreadPool>,
 }
 
 impl<S: Service> Reactor<'_, S> {
     /// Runs until shutdown; then drops every client and joins their handler threads.
     pub fn run(&self) -> Result<(), ServerError> {
         let mut conns: Vec<Conn> = Vec::new();
-        let mut workers: Vec<JoinHandle<()>> = Vec::new();
+        let mut workers: Vec<JobHandle> = Vec::new();
         let result = self.turns(&mut conns, &mut workers);
         for c in conns.drain(..) {
             self.drop_conn(c);
         }
         for w in workers {
-            let _ = w.join();
+            w.join();
         }
         result
     }
@@ -84,7 +86,7 @@ impl<S: Service> Reactor<'_, S> {
     fn turns(
         &self,
         conns: &mut Vec<Conn>,
-        workers: &mut Vec<JoinHandle<()>>,
+        workers: &mut Vec<JobHandle>,
     ) -> Result<(), ServerError> {
         let max_inflight = self.config.max_client_requests.max(1);
         loop {
@@ -262,7 +264,7 @@ impl<S: Service> Reactor<'_, S> {
         true
     }
 
-    fn accept_all(&self, l: &Listening, conns: &mut Vec<Conn>, workers: &mut Vec<JoinHandle<()>>) {
+    fn accept_all(&self, l: &Listening, conns: &mut Vec<Conn>, workers: &mut Vec<JobHandle>) {
         loop {
             let stream = match l.listener.accept() {
                 Ok((s, _)) => s,
@@ -285,7 +287,7 @@ impl<S: Service> Reactor<'_, S> {
         }
     }
 
-    fn admit(&self, l: &Listening, stream: UnixStream) -> Option<(Conn, Option<JoinHandle<()>>)> {
+    fn admit(&self, l: &Listening, stream: UnixStream) -> Option<(Conn, Option<JobHandle>)> {
         let id = self.shared.next_id.fetch_add(1, Ordering::SeqCst);
         if self.shared.active.load(Ordering::SeqCst) >= self.config.max_clients {
             tracing::warn!(
@@ -342,13 +344,10 @@ impl<S: Service> Reactor<'_, S> {
                 Arc::clone(&inflight),
                 Arc::clone(self.waker),
             );
-            let spawned = thread::Builder::new()
-                .name(format!("rpc-client-{id}"))
-                .stack_size(self.config.handler_stack_size)
-                .spawn(move || {
-                    let handler = service.connect(&p, events);
-                    worker(handler, &p, &rx, &o, &n, &w);
-                });
+            let spawned = self.pool.run(format!("rpc-client-{id}"), move || {
+                let handler = service.connect(&p, events);
+                worker(handler, &p, &rx, &o, &n, &w);
+            });
             match spawned {
                 Ok(t) => (Some(tx), Some(t)),
                 Err(e) => {
