@@ -416,7 +416,7 @@ impl Connection {
 
     /// Subscribes to lifecycle and reboot events of all domains.
     pub fn events(&self) -> Result<Receiver<DomainEvent>> {
-        let rx = self.rpc.subscribe();
+        let rx = self.rpc.subscribe()?;
         for event_id in [0, 1] {
             let _: ConnectDomainEventCallbackRegisterAnyRet = self.call(
                 remote_proc::CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,

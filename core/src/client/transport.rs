@@ -1,6 +1,9 @@
-//! One RPC connection with a reader thread: replies are matched to calls by
-//! serial, event messages are decoded and fanned out to subscribers. Calls
-//! may come from any thread.
+//! One RPC connection. Until somebody subscribes to events, each call reads
+//! its own reply on the calling thread (a one-shot `qvisor start` then costs
+//! no thread and no hand-off per call); from the first subscription on, a
+//! reader thread matches replies to calls by serial and fans event messages
+//! out to subscribers. Calls may come from any thread; before the first
+//! subscription they run one at a time.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -47,9 +50,11 @@ type Subscribers = Arc<Mutex<Vec<Sender<DomainEvent>>>>;
 pub struct RpcConnection {
     writer: Mutex<UnixStream>,
     serial: AtomicU32,
+    /// The read half while no reader thread runs.
+    inline: Mutex<Option<UnixStream>>,
     pending: Pending,
     subscribers: Subscribers,
-    reader: Option<JoinHandle<()>>,
+    reader: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl RpcConnection {
@@ -57,21 +62,13 @@ impl RpcConnection {
     pub fn connect(path: &Path) -> std::io::Result<RpcConnection> {
         let stream = UnixStream::connect(path)?;
         let read_half = stream.try_clone()?;
-        let pending: Pending = Arc::default();
-        let subscribers: Subscribers = Arc::default();
-        let reader = {
-            let pending = pending.clone();
-            let subscribers = subscribers.clone();
-            std::thread::Builder::new()
-                .name("rpc-reader".into())
-                .spawn(move || read_loop(read_half, pending, subscribers))?
-        };
         Ok(RpcConnection {
             writer: Mutex::new(stream),
             serial: AtomicU32::new(0),
-            pending,
-            subscribers,
-            reader: Some(reader),
+            inline: Mutex::new(Some(read_half)),
+            pending: Pending::default(),
+            subscribers: Subscribers::default(),
+            reader: Mutex::new(None),
         })
     }
 
@@ -83,14 +80,26 @@ impl RpcConnection {
         args: &A,
     ) -> Result<R, ClientError> {
         let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.pending.lock().insert(serial, tx);
         let frame = encode_frame(&Header::call(program, procedure, serial), args)?;
-        if let Err(e) = self.writer.lock().write_all(&frame) {
-            self.pending.lock().remove(&serial);
-            return Err(e.into());
-        }
-        let reply = rx.recv().map_err(|_| ClientError::Closed)?;
+        let reply = {
+            let mut inline = self.inline.lock();
+            match inline.as_mut() {
+                Some(stream) => {
+                    self.writer.lock().write_all(&frame)?;
+                    read_reply(stream, serial)?
+                }
+                None => {
+                    drop(inline);
+                    let (tx, rx) = crossbeam_channel::bounded(1);
+                    self.pending.lock().insert(serial, tx);
+                    if let Err(e) = self.writer.lock().write_all(&frame) {
+                        self.pending.lock().remove(&serial);
+                        return Err(e.into());
+                    }
+                    rx.recv().map_err(|_| ClientError::Closed)?
+                }
+            }
+        };
         match reply.header.status {
             MessageStatus::Error => Err(ClientError::Remote(xdr::from_bytes::<RemoteError>(
                 &reply.body,
@@ -100,10 +109,33 @@ impl RpcConnection {
     }
 
     /// A new receiver of the events this connection gets.
-    pub fn subscribe(&self) -> Receiver<DomainEvent> {
+    pub fn subscribe(&self) -> Result<Receiver<DomainEvent>, ClientError> {
         let (tx, rx) = crossbeam_channel::unbounded();
         self.subscribers.lock().push(tx);
-        rx
+        // Waits for an inline call in flight, then hands its stream over.
+        if let Some(read_half) = self.inline.lock().take() {
+            let pending = self.pending.clone();
+            let subscribers = self.subscribers.clone();
+            let reader = std::thread::Builder::new()
+                .name("rpc-reader".into())
+                .spawn(move || read_loop(read_half, pending, subscribers))?;
+            *self.reader.lock() = Some(reader);
+        }
+        Ok(rx)
+    }
+}
+
+/// Reads frames until the reply to `serial`. Events that arrive first have
+/// no subscriber yet (subscribing starts the reader thread) and are dropped.
+fn read_reply(stream: &mut UnixStream, serial: u32) -> Result<Frame, ClientError> {
+    loop {
+        match read_frame(stream)? {
+            None => return Err(ClientError::Closed),
+            Some(f) if f.header.kind == MessageType::Reply && f.header.serial == serial => {
+                return Ok(f)
+            }
+            Some(_) => {}
+        }
     }
 }
 
@@ -131,7 +163,7 @@ fn read_loop(mut stream: UnixStream, pending: Pending, subscribers: Subscribers)
 impl Drop for RpcConnection {
     fn drop(&mut self) {
         let _ = self.writer.lock().shutdown(std::net::Shutdown::Both);
-        if let Some(r) = self.reader.take() {
+        if let Some(r) = self.reader.get_mut().take() {
             let _ = r.join();
         }
     }
