@@ -36,7 +36,7 @@ use qvisor_conf::{ConnectUri, DriverPaths, QemuConf};
 use qvisor_domain::{Domain, FormatOptions, ParseOptions};
 use qvisor_sdk::{Reply, Request};
 
-use crate::fsutil::{remove_if_exists, write_atomic};
+use crate::fsutil::{remove_if_exists, write_atomic, write_atomic_runtime};
 use crate::plugins::{CallError, CallPlugin, ListPlugins, PluginSpec, PluginStatus, Supervisor};
 
 pub use error::{DriverError, ErrorNumber, Result};
@@ -827,7 +827,7 @@ impl Inner {
         };
         drop(obj);
         let path = self.paths.domain_status(&entry.name);
-        write_atomic(&path, st.to_xml().as_bytes(), 0o600)
+        write_atomic_runtime(&path, st.to_xml().as_bytes(), 0o600)
             .map_err(|e| DriverError::io("write status file", &path, e))
     }
 

@@ -29,7 +29,7 @@ use super::runtime::{ExitSignal, Runtime};
 use super::state::{DomainState, EventKind, Lifecycle, PausedReason, RunningReason};
 use super::status::Status;
 use super::{log_tail, random_bytes, Inner};
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_atomic_runtime;
 
 /// How long QEMU may take to answer its monitor at start-up.
 const MONITOR_TIMEOUT: Duration = Duration::from_secs(30);
@@ -560,7 +560,7 @@ impl Inner {
         let mut master_key = [0u8; 32];
         random_bytes(&mut master_key);
         let key_path = private_dir.join("master-key.aes");
-        write_atomic(&key_path, &master_key, 0o600)
+        write_atomic_runtime(&key_path, &master_key, 0o600)
             .map_err(|e| DriverError::io("write master key", &key_path, e))?;
 
         let mut host = RealHost::new(false);
