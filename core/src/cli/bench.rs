@@ -1092,7 +1092,13 @@ impl Bench {
         )
         .with_target(Target::Max(16.0));
         for i in 0..self.sizes.heavy {
-            let rss = |pid| sys::process_rss_mib(pid).unwrap_or(f64::NAN);
+            // Resident sets are sampled once the burst before is over: the
+            // supervisor returns a burst's freed heap a moment after its
+            // last client left (`heap::QUIET`); libvirtd gets the same wait.
+            let rss = |pid| {
+                std::thread::sleep(crate::daemon::heap::QUIET * 2);
+                sys::process_rss_mib(pid).unwrap_or(f64::NAN)
+            };
             rss_idle.a.samples.push(rss(self.supervisor));
             let starts = names.iter().map(|d| self.qvisor(&["start", d])).collect();
             let (wall, _) = Self::all_at_once(starts)?;

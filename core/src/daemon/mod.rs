@@ -7,7 +7,7 @@
 //! handler decodes a call (qvisor-rpc did), calls the driver, encodes the reply.
 
 mod handler;
-mod heap;
+pub(crate) mod heap;
 mod storage;
 
 use std::path::PathBuf;
@@ -147,8 +147,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         plugins,
     })?;
     // Loading persistent domains and re-attaching to running ones parsed a
-    // lot of XML that is garbage now.
+    // lot of XML that is garbage now, and ran code that will not run again.
     heap::release_free_memory();
+    match crate::plugins::pages::release_clean_file_pages() {
+        Ok(bytes) => tracing::debug!("start-up over: released {} KiB of code pages", bytes / 1024),
+        Err(e) => tracing::debug!("cannot release start-up code pages: {e}"),
+    }
     let config = ServerConfig {
         sockets: plan.sockets.clone(),
         peer_policy: plan.peer_policy,

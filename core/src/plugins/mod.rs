@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod host;
 pub mod load;
+pub(crate) mod pages;
 pub mod set;
 pub mod supervisor;
 
