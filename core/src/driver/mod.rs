@@ -21,6 +21,7 @@ pub mod state;
 pub mod status;
 pub mod storage;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
@@ -37,7 +38,10 @@ use qvisor_domain::{Domain, FormatOptions, ParseOptions};
 use qvisor_sdk::{Reply, Request};
 
 use crate::fsutil::{remove_if_exists, write_atomic, write_atomic_runtime};
-use crate::plugins::{CallError, CallPlugin, ListPlugins, PluginSpec, PluginStatus, Supervisor};
+use crate::plugins::{
+    Call, CallError, ListPlugins, PluginActor, PluginMailboxes, PluginSpec, PluginStatus,
+    Supervisor,
+};
 
 pub use error::{DriverError, ErrorNumber, Result};
 pub use state::{DomainEvent, DomainState, EventKind, Lifecycle};
@@ -103,6 +107,8 @@ pub struct Inner {
     system: actix::System,
     arbiter: ArbiterHandle,
     supervisor: Addr<Supervisor>,
+    /// Each running plugin actor's mailbox, by plugin name.
+    mailboxes: HashMap<String, Addr<PluginActor>>,
     plugin_statuses: Vec<PluginStatus>,
 }
 
@@ -129,13 +135,20 @@ impl Driver {
                 sys.block_on(async move {
                     let sup = Supervisor::start(specs, None).await;
                     let statuses = sup.send(ListPlugins).await.unwrap_or_default();
-                    let _ = tx.send((actix::System::current(), Arbiter::current(), sup, statuses));
+                    let mailboxes = sup.send(PluginMailboxes).await.unwrap_or_default();
+                    let _ = tx.send((
+                        actix::System::current(),
+                        Arbiter::current(),
+                        sup,
+                        statuses,
+                        mailboxes,
+                    ));
                 });
                 // Runs until System::stop.
                 let _ = sys.run();
             })
             .map_err(|e| DriverError::Internal(format!("cannot start the actor thread: {e}")))?;
-        let (system, arbiter, supervisor, plugin_statuses) = rx
+        let (system, arbiter, supervisor, plugin_statuses, mailboxes) = rx
             .recv()
             .map_err(|_| DriverError::Internal("the actor system failed to start".into()))?;
         let kvm_usable = plugin_statuses.iter().any(|s| {
@@ -161,6 +174,7 @@ impl Driver {
             system,
             arbiter,
             supervisor,
+            mailboxes: mailboxes.into_iter().collect(),
             plugin_statuses,
         });
         inner.load_persistent()?;
@@ -977,22 +991,18 @@ impl Inner {
     }
 
     /// Calls a plugin from any (non-actor) thread and waits for the reply.
+    /// Sends `request` to the plugin's actor and waits for its answer. The
+    /// message goes straight to the actor's mailbox and the answer wakes
+    /// this thread: no hop through the supervisor actor or an arbiter task
+    /// (each hop a context switch, dear under nested virtualisation).
     pub(crate) fn call_plugin(&self, plugin: &str, request: Request) -> Result<Reply, CallError> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let sup = self.supervisor.clone();
-        let msg = CallPlugin {
-            plugin: plugin.to_string(),
-            request,
+        let Some(addr) = self.mailboxes.get(plugin) else {
+            return Err(CallError::NotRunning {
+                plugin: plugin.to_string(),
+                reason: "no such plugin loaded".into(),
+            });
         };
-        let name = plugin.to_string();
-        self.arbiter.spawn(async move {
-            let r = sup
-                .send(msg)
-                .await
-                .unwrap_or_else(|_| Err(CallError::Mailbox { plugin: name }));
-            let _ = tx.send(r);
-        });
-        rx.recv().unwrap_or_else(|_| {
+        block_on(addr.send(Call(request))).unwrap_or_else(|_| {
             Err(CallError::Mailbox {
                 plugin: plugin.to_string(),
             })
@@ -1067,4 +1077,29 @@ fn process_cpu_time_ns(pid: i32) -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     ticks * 1_000_000_000 / hz
+}
+
+/// Runs `future` to completion on this (non-actor) thread, parking between
+/// polls; whatever completes it (an actor's answer) unparks the thread.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
 }

@@ -13,5 +13,5 @@ pub use host::TaggedEvent;
 pub use load::{load_plugin, LoadError, LoadedPlugin};
 pub use set::{load_specs, plugin_dir, PluginSetError, PluginSpec};
 pub use supervisor::{
-    CallPlugin, ListPlugins, PluginInstance, PluginState, PluginStatus, Supervisor,
+    CallPlugin, ListPlugins, PluginInstance, PluginMailboxes, PluginState, PluginStatus, Supervisor,
 };

@@ -247,6 +247,26 @@ impl Handler<ListPlugins> for Supervisor {
     }
 }
 
+/// The mailbox of every running plugin actor, by plugin name. A mailbox
+/// stays valid for the supervisor's life: a plugin that panicked is
+/// restarted behind the same address.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, Addr<PluginActor>)>")]
+pub struct PluginMailboxes;
+
+impl Handler<PluginMailboxes> for Supervisor {
+    type Result = MessageResult<PluginMailboxes>;
+
+    fn handle(&mut self, _msg: PluginMailboxes, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.slots
+                .iter()
+                .filter_map(|s| s.addr.clone().map(|a| (s.status.name(), a)))
+                .collect(),
+        )
+    }
+}
+
 /// Sends a request to the plugin named `plugin` (its description name).
 #[derive(Message)]
 #[rtype(result = "Result<Reply, CallError>")]
