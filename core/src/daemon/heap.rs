@@ -13,43 +13,93 @@
 //! one-shot client pay for it twice: the trim itself, then the page faults
 //! of the next call refilling the pages just given back.
 
-use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long after the last request the trim runs.
 pub const QUIET: Duration = Duration::from_millis(200);
 
 /// Asks for [`release_free_memory`] once no further request came for
-/// [`QUIET`]: a burst of requests costs one trim. Runs it at once when the
-/// trimming thread cannot start.
+/// [`QUIET`]: a burst of requests costs one trim, and only its first
+/// request wakes the trimming thread (a wake-up per request cost more than
+/// the trim). Runs it at once when the trimming thread cannot start.
 pub fn release_free_memory_soon() {
-    static TRIMMER: OnceLock<Mutex<Option<Sender<()>>>> = OnceLock::new();
-    let slot = TRIMMER.get_or_init(|| {
+    let trimmer = TRIMMER.get_or_init(Trimmer::start);
+    match trimmer {
+        Some(t) => t.request(),
+        None => release_free_memory(),
+    }
+}
+
+/// Set once, by the first request; the trimming thread reads it after that
+/// request woke it.
+static TRIMMER: OnceLock<Option<Trimmer>> = OnceLock::new();
+
+/// The thread that trims once a burst is over.
+struct Trimmer {
+    epoch: Instant,
+    /// When the last request came, in milliseconds since `epoch`.
+    last: AtomicU64,
+    /// A trim is scheduled: later requests only move `last`.
+    pending: AtomicBool,
+    wake: Mutex<Sender<()>>,
+}
+
+impl Trimmer {
+    fn start() -> Option<Trimmer> {
         let (tx, rx) = channel::<()>();
-        let spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("heap-trim".into())
             .stack_size(64 * 1024)
             .spawn(move || {
                 while rx.recv().is_ok() {
-                    loop {
-                        match rx.recv_timeout(QUIET) {
-                            Ok(()) => {}
-                            Err(RecvTimeoutError::Timeout) => break,
-                            Err(RecvTimeoutError::Disconnected) => return,
-                        }
-                    }
+                    let Some(Some(t)) = TRIMMER.get() else {
+                        return;
+                    };
+                    t.wait_for_quiet();
                     release_free_memory();
                 }
-            });
-        Mutex::new(spawned.ok().map(|_| tx))
-    });
-    let sent = slot
-        .lock()
-        .ok()
-        .and_then(|tx| tx.as_ref().map(|tx| tx.send(()).is_ok()));
-    if sent != Some(true) {
-        release_free_memory();
+            })
+            .ok()?;
+        Some(Trimmer {
+            epoch: Instant::now(),
+            last: AtomicU64::new(0),
+            pending: AtomicBool::new(false),
+            wake: Mutex::new(tx),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn request(&self) {
+        self.last.store(self.now_ms(), Ordering::Release);
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            let sent = self.wake.lock().is_ok_and(|tx| tx.send(()).is_ok());
+            if !sent {
+                self.pending.store(false, Ordering::Release);
+                release_free_memory();
+            }
+        }
+    }
+
+    /// Sleeps until no request came for [`QUIET`], then clears `pending`
+    /// (a request from then on schedules the next trim).
+    fn wait_for_quiet(&self) {
+        let quiet = u64::try_from(QUIET.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            let since = self
+                .now_ms()
+                .saturating_sub(self.last.load(Ordering::Acquire));
+            if since >= quiet {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(quiet - since));
+        }
+        self.pending.store(false, Ordering::Release);
     }
 }
 
@@ -75,5 +125,30 @@ pub fn release_free_memory() {
     // itself holds free; it is thread-safe (it locks each arena in turn).
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_requests_schedules_one_trim_after_the_quiet_period() {
+        for _ in 0..5 {
+            release_free_memory_soon();
+        }
+        let t = TRIMMER
+            .get()
+            .and_then(Option::as_ref)
+            .expect("the trimming thread started");
+        assert!(t.pending.load(Ordering::Acquire), "a trim is scheduled");
+        let deadline = Instant::now() + QUIET * 20;
+        while t.pending.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !t.pending.load(Ordering::Acquire),
+            "the trim ran once the burst was over"
+        );
     }
 }
