@@ -16,6 +16,66 @@ use std::time::Duration;
 /// How long a thread without a client waits for one before it exits.
 const IDLE_KEEP: Duration = Duration::from_secs(30);
 
+/// A parked thread gives back its unused stack after this long without a
+/// client (the end of a burst, as the daemon's heap trim).
+const RELEASE_STACK_AFTER: Duration = Duration::from_millis(200);
+
+/// Below the current frame, this much stack is left alone (the x86-64 red
+/// zone is 128 bytes; the parking calls themselves need a few KiB).
+const STACK_KEEP_BELOW: usize = 16 * 1024;
+
+/// Gives back the pages of the calling thread's stack below its current
+/// frame, as glibc does for a thread that exits: a parked thread keeps only
+/// the frames it is in. They fault back in, zeroed, when the stack grows
+/// again.
+fn release_unused_stack() {
+    let Some((low, _)) = current_stack() else {
+        return;
+    };
+    let marker = 0u8;
+    let here = std::ptr::addr_of!(marker) as usize;
+    let page = page_size();
+    let high = here.saturating_sub(STACK_KEEP_BELOW) & !(page - 1);
+    let low = low.next_multiple_of(page);
+    if high <= low {
+        return;
+    }
+    // SAFETY: [low, high) lies in this thread's own stack below the current
+    // frame minus a margin: by the ABI nothing there is live, and the
+    // mapping stays; MADV_DONTNEED only drops its pages, which read back as
+    // zeroes when touched again.
+    unsafe {
+        libc::madvise(low as *mut libc::c_void, high - low, libc::MADV_DONTNEED);
+    }
+}
+
+/// The calling thread's stack: (lowest address, size), from
+/// `pthread_getattr_np`.
+fn current_stack() -> Option<(usize, usize)> {
+    // SAFETY: `attr` is initialised by pthread_getattr_np before use and
+    // destroyed once; the out-pointers are valid locals.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size = 0usize;
+        let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        (rc == 0).then_some((addr as usize, size))
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n)
+        .ok()
+        .filter(|n| n.is_power_of_two())
+        .unwrap_or(4096)
+}
+
 /// At most this many threads wait for a client at once.
 pub const MAX_IDLE: usize = 4;
 
@@ -120,7 +180,17 @@ impl ThreadPool {
                         idle.push((id, tx.clone()));
                     }
                     drop(p);
-                    let next = match rx.recv_timeout(IDLE_KEEP) {
+                    // Once the burst is over, the stack the last client's
+                    // calls grew goes back to the kernel; a thread reused
+                    // within a burst keeps it warm.
+                    let first = match rx.recv_timeout(RELEASE_STACK_AFTER) {
+                        Err(RecvTimeoutError::Timeout) => {
+                            release_unused_stack();
+                            rx.recv_timeout(IDLE_KEEP.saturating_sub(RELEASE_STACK_AFTER))
+                        }
+                        other => other,
+                    };
+                    let next = match first {
                         Ok(next) => next,
                         Err(RecvTimeoutError::Disconnected) => return,
                         Err(RecvTimeoutError::Timeout) => {
@@ -176,6 +246,31 @@ mod tests {
         .expect("reuse")
         .join();
         assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn releasing_the_unused_stack_keeps_the_thread_working() {
+        let h = thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(|| {
+                // Grow the stack, drop the pages below, then use them again.
+                fn deep(n: u32) -> u64 {
+                    let buf = [n as u8; 4096];
+                    if n == 0 {
+                        return u64::from(buf[100]);
+                    }
+                    std::hint::black_box(&buf);
+                    deep(n - 1) + u64::from(buf[0])
+                }
+                let first = deep(100);
+                release_unused_stack();
+                let (low, size) = current_stack().expect("stack bounds");
+                assert!(size >= 512 * 1024, "{size}");
+                assert!(low > 0);
+                assert_eq!(deep(100), first);
+            })
+            .expect("spawn");
+        h.join().expect("the thread survived");
     }
 
     #[test]
