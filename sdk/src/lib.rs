@@ -66,7 +66,7 @@ pub use messages::{
 pub use module::{Plugin, PluginBox, PluginMod, PluginModRef, Plugin_TO, ROOT_MODULE_NAME};
 pub use storage::{
     PoolInfo, PoolState, StorageContext, StorageOp, StorageOp_NE, StorageReply, StorageReply_NE,
-    StorageRequest, VolumeInfo, VolumeRef,
+    StorageRequest, VolumeInfo, VolumeRef, POOL_TYPES,
 };
 
 /// The version of this ABI crate, as compiled into the supervisor and each plugin.

@@ -19,6 +19,26 @@ use abi_stable::{
 
 use crate::Access;
 
+/// Every storage pool type libvirt knows, in the order of the type filter
+/// bits of `virConnectListAllStoragePools`
+/// (`VIR_CONNECT_LIST_STORAGE_POOLS_DIR` is bit 6, then one bit each).
+pub const POOL_TYPES: [&str; 14] = [
+    "dir",
+    "fs",
+    "netfs",
+    "logical",
+    "disk",
+    "iscsi",
+    "scsi",
+    "mpath",
+    "rbd",
+    "sheepdog",
+    "gluster",
+    "zfs",
+    "vstorage",
+    "iscsi-direct",
+];
+
 /// Where a connection keeps its storage.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]

@@ -437,7 +437,7 @@ fn host_cpu_identity(host_arch: &str) -> &'static CpuIdentity {
 /// `virCapabilitiesInitCaches`; lower levels are per core and not shown).
 pub fn read_cache_banks(sys_cpu: &Path) -> Vec<CacheBank> {
     let online = std::fs::read_to_string(sys_cpu.join("online")).unwrap_or_default();
-    let mut banks: Vec<(u64, CacheBank)> = Vec::new();
+    let mut banks: Vec<CacheBank> = Vec::new();
     for cpu in parse_cpu_list(online.trim()) {
         let dir = sys_cpu.join(format!("cpu{cpu}/cache"));
         let Ok(rd) = std::fs::read_dir(&dir) else {
@@ -479,12 +479,11 @@ pub fn read_cache_banks(sys_cpu: &Path) -> Vec<CacheBank> {
                 unit: unit.to_string(),
                 cpus: cpus.trim().to_string(),
             };
-            if !banks.iter().any(|(_, b)| *b == bank) {
-                banks.push((bytes, bank));
+            if !banks.contains(&bank) {
+                banks.push(bank);
             }
         }
     }
-    let mut banks: Vec<CacheBank> = banks.into_iter().map(|(_, b)| b).collect();
     banks.sort_by_key(|b| (b.level, b.id));
     banks
 }

@@ -148,6 +148,23 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Longest wait for a quiet machine before a timed start.
 const SETTLE: Duration = Duration::from_secs(3);
 
+/// Runs the A/B pair number `i`: A then B for even `i`, B then A for odd
+/// ones, so an order effect (one side always following the other's work)
+/// cancels out over the pairs. Returns (A, B).
+fn in_turn<A, B>(
+    i: usize,
+    a: impl FnOnce() -> anyhow::Result<A>,
+    b: impl FnOnce() -> anyhow::Result<B>,
+) -> anyhow::Result<(A, B)> {
+    if i % 2 == 0 {
+        let a = a()?;
+        Ok((a, b()?))
+    } else {
+        let b = b()?;
+        Ok((a()?, b))
+    }
+}
+
 /// Prefix of every domain the bench defines in libvirtd.
 const PEER_PREFIX: &str = "qvbench-";
 
@@ -852,13 +869,7 @@ impl Bench {
                 Ok(ms(spec.floor(&slot, || {})?))
             };
             for i in 0..self.sizes.runs {
-                let (a, b) = if i % 2 == 0 {
-                    let a = qvisor_start(self)?;
-                    (a, floor(self, i)?)
-                } else {
-                    let b = floor(self, i)?;
-                    (qvisor_start(self)?, b)
-                };
+                let (a, b) = in_turn(i, || qvisor_start(self), || floor(self, i))?;
                 m.a.samples.push(a);
                 if let Some(bs) = m.b.as_mut() {
                     bs.samples.push(b);
@@ -879,13 +890,7 @@ impl Bench {
                     Ok(ms(f.wall))
                 };
                 for i in 0..self.sizes.runs {
-                    let (a, b) = if i % 2 == 0 {
-                        let a = ours(self)?;
-                        (a, theirs(self)?)
-                    } else {
-                        let b = theirs(self)?;
-                        (ours(self)?, b)
-                    };
+                    let (a, b) = in_turn(i, || ours(self), || theirs(self))?;
                     v.a.samples.push(a);
                     if let Some(bs) = v.b.as_mut() {
                         bs.samples.push(b);
@@ -983,14 +988,7 @@ impl Bench {
             Ok((ms(d), since_modified(&console)))
         };
         for i in 0..self.sizes.runs {
-            // A B, then B A: an order effect cancels out too.
-            let (a, b) = if i % 2 == 0 {
-                let a = qvisor_run(self)?;
-                (a, plain_run(self, i)?)
-            } else {
-                let b = plain_run(self, i)?;
-                (qvisor_run(self)?, b)
-            };
+            let (a, b) = in_turn(i, || qvisor_run(self), || plain_run(self, i))?;
             m.a.samples.push(a.0);
             tail.a.samples.push(a.1);
             if let Some(s) = m.b.as_mut() {

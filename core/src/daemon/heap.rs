@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long after the last request the trim runs.
@@ -44,7 +44,7 @@ struct Trimmer {
     last: AtomicU64,
     /// A trim is scheduled: later requests only move `last`.
     pending: AtomicBool,
-    wake: Mutex<Sender<()>>,
+    wake: Sender<()>,
 }
 
 impl Trimmer {
@@ -67,7 +67,7 @@ impl Trimmer {
             epoch: Instant::now(),
             last: AtomicU64::new(0),
             pending: AtomicBool::new(false),
-            wake: Mutex::new(tx),
+            wake: tx,
         })
     }
 
@@ -77,12 +77,10 @@ impl Trimmer {
 
     fn request(&self) {
         self.last.store(self.now_ms(), Ordering::Release);
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            let sent = self.wake.lock().is_ok_and(|tx| tx.send(()).is_ok());
-            if !sent {
-                self.pending.store(false, Ordering::Release);
-                release_free_memory();
-            }
+        // Only the first request of a burst wakes the thread.
+        if !self.pending.swap(true, Ordering::AcqRel) && self.wake.send(()).is_err() {
+            self.pending.store(false, Ordering::Release);
+            release_free_memory();
         }
     }
 

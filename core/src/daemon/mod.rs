@@ -8,6 +8,7 @@
 
 mod handler;
 pub(crate) mod heap;
+mod pages;
 mod storage;
 
 use std::path::PathBuf;
@@ -149,7 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Loading persistent domains and re-attaching to running ones parsed a
     // lot of XML that is garbage now, and ran code that will not run again.
     heap::release_free_memory();
-    match crate::plugins::pages::release_clean_file_pages() {
+    match pages::release_clean_file_pages() {
         Ok(bytes) => tracing::debug!("start-up over: released {} KiB of code pages", bytes / 1024),
         Err(e) => tracing::debug!("cannot release start-up code pages: {e}"),
     }

@@ -6,7 +6,7 @@
 use qvisor_domain::Uuid;
 use qvisor_rpc::remote::*;
 use qvisor_rpc::{Call, ErrorCode, ErrorDomain, RemoteError, Response};
-use qvisor_sdk::{PoolInfo, StorageOp, VolumeInfo, VolumeRef};
+use qvisor_sdk::{PoolInfo, StorageOp, VolumeInfo, VolumeRef, POOL_TYPES};
 
 use crate::driver::{Driver, DriverError};
 
@@ -21,24 +21,7 @@ const LIST_PERSISTENT: u32 = 1 << 2;
 const LIST_TRANSIENT: u32 = 1 << 3;
 const LIST_AUTOSTART: u32 = 1 << 4;
 const LIST_NO_AUTOSTART: u32 = 1 << 5;
-/// The pool types of the type filter, from `VIR_CONNECT_LIST_STORAGE_POOLS_DIR`
-/// (bit 6) on, in libvirt's order.
-const LIST_TYPES: [&str; 14] = [
-    "dir",
-    "fs",
-    "netfs",
-    "logical",
-    "disk",
-    "iscsi",
-    "scsi",
-    "mpath",
-    "rbd",
-    "sheepdog",
-    "gluster",
-    "zfs",
-    "vstorage",
-    "iscsi-direct",
-];
+/// The bit of the first pool type of [`POOL_TYPES`] in the list flags.
 const LIST_TYPE_SHIFT: u32 = 6;
 
 type R<T> = Result<T, RemoteError>;
@@ -72,12 +55,20 @@ fn vol_ref(v: &VolumeInfo) -> NonnullStorageVol {
 
 /// The pool a client names, looked up by its UUID as libvirt does.
 fn pool(d: &Driver, p: &NonnullStoragePool) -> R<PoolInfo> {
-    let uuid = Uuid(p.uuid).to_string();
+    pool_by_uuid(d, p.uuid, Some(&p.name))
+}
+
+/// The pool with `uuid`; libvirt's "not found" message names the UUID (and
+/// the name the client gave, when it gave one).
+fn pool_by_uuid(d: &Driver, uuid: [u8; 16], name: Option<&str>) -> R<PoolInfo> {
+    let uuid = Uuid(uuid).to_string();
     d.storage_pool(&uuid).map_err(|e| match e {
-        DriverError::NoStoragePool(_) => storage_error(DriverError::NoStoragePool(format!(
-            "no storage pool with matching uuid '{uuid}' ({})",
-            p.name
-        ))),
+        DriverError::NoStoragePool(_) => {
+            let named = name.map(|n| format!(" ({n})")).unwrap_or_default();
+            storage_error(DriverError::NoStoragePool(format!(
+                "no storage pool with matching uuid '{uuid}'{named}"
+            )))
+        }
         other => storage_error(other),
     })
 }
@@ -108,7 +99,7 @@ fn pool_matches(p: &PoolInfo, flags: u32) -> bool {
     };
     let types = flags >> LIST_TYPE_SHIFT;
     let type_ok = types == 0
-        || LIST_TYPES
+        || POOL_TYPES
             .iter()
             .enumerate()
             .any(|(i, t)| types & (1 << i) != 0 && *t == p.kind.as_str());
@@ -150,13 +141,7 @@ pub(super) fn handle(d: &Driver, call: Call) -> Response {
             })
         }),
         Call::StoragePoolLookupByUuid(r) => r.respond(|a| {
-            let uuid = Uuid(a.uuid).to_string();
-            let p = d.storage_pool(&uuid).map_err(|e| match e {
-                DriverError::NoStoragePool(_) => storage_error(DriverError::NoStoragePool(
-                    format!("no storage pool with matching uuid '{uuid}'"),
-                )),
-                other => storage_error(other),
-            })?;
+            let p = pool_by_uuid(d, a.uuid, None)?;
             Ok(StoragePoolLookupByUuidRet {
                 pool: pool_ref(&p)?,
             })

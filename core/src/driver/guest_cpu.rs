@@ -144,7 +144,7 @@ fn set_policy(cpu: &mut Cpu, index: usize, policy: CpuFeaturePolicy) {
 /// applied (a CPU without a known model is left alone); a `check='full'`
 /// CPU QEMU did not build as specified is an error, as in libvirt.
 fn update_live(cpu: &mut Cpu, enabled: &CpuidBits, filtered: &CpuidBits) -> Result<bool> {
-    if cpu.mode.unwrap_or(CpuMode::Custom) != CpuMode::Custom || cpu.model.is_none() {
+    if !is_custom_model(cpu) {
         return Ok(false);
     }
     let Some(requested) = requested_bits(cpu) else {
@@ -192,13 +192,17 @@ fn update_live(cpu: &mut Cpu, enabled: &CpuidBits, filtered: &CpuidBits) -> Resu
     Ok(true)
 }
 
+/// Whether `cpu` is a custom-mode CPU naming a model: the only kind whose
+/// live definition follows what QEMU is asked for and builds.
+pub(super) fn is_custom_model(cpu: &Cpu) -> bool {
+    cpu.mode.unwrap_or(CpuMode::Custom) == CpuMode::Custom && cpu.model.is_some()
+}
+
 /// Whether `def` gets its live CPU from QEMU: an x86 guest whose CPU is a
 /// custom-mode model.
 fn applies(def: &Domain) -> bool {
     matches!(def.os.arch.as_deref(), Some("x86_64" | "i686"))
-        && def.cpu.as_ref().is_some_and(|c| {
-            c.mode.unwrap_or(CpuMode::Custom) == CpuMode::Custom && c.model.is_some()
-        })
+        && def.cpu.as_ref().is_some_and(is_custom_model)
 }
 
 /// The QOM path of the first vCPU, from `query-cpus-fast`.

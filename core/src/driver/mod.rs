@@ -990,9 +990,8 @@ impl Inner {
         }
     }
 
-    /// Calls a plugin from any (non-actor) thread and waits for the reply.
-    /// Sends `request` to the plugin's actor and waits for its answer. The
-    /// message goes straight to the actor's mailbox and the answer wakes
+    /// Sends `request` to the plugin's actor from any (non-actor) thread and
+    /// waits for its answer. The message goes straight to the actor's mailbox and the answer wakes
     /// this thread: no hop through the supervisor actor or an arbiter task
     /// (each hop a context switch, dear under nested virtualisation).
     pub(crate) fn call_plugin(&self, plugin: &str, request: Request) -> Result<Reply, CallError> {

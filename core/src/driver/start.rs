@@ -569,10 +569,7 @@ impl Inner {
         // The live CPU is the one QEMU is asked for (libvirt updates its
         // live definition the same way before building); custom mode only.
         if let (Some(cpu), Some(asked)) = (live.cpu.as_mut(), &cmd.guest_cpu) {
-            if cpu.mode.unwrap_or(CpuMode::Custom) == CpuMode::Custom
-                && cpu.model.is_some()
-                && asked.mode == cpu.mode
-            {
+            if super::guest_cpu::is_custom_model(cpu) && asked.mode == cpu.mode {
                 *cpu = asked.clone();
             }
         }

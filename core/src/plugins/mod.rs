@@ -4,7 +4,6 @@
 pub mod actor;
 pub mod host;
 pub mod load;
-pub(crate) mod pages;
 pub mod set;
 pub mod supervisor;
 

@@ -189,21 +189,6 @@ impl Supervisor {
                 }
             }
         }
-        for slot in &slots {
-            if let PluginState::Unusable(_) = slot.status.state {
-                match super::pages::release_clean_pages(&slot.status.file) {
-                    Ok(bytes) => tracing::debug!(
-                        "plugin {}: unusable here, released {} KiB of its code pages",
-                        slot.status.name(),
-                        bytes / 1024
-                    ),
-                    Err(e) => tracing::debug!(
-                        "plugin {}: cannot release its code pages: {e}",
-                        slot.status.name()
-                    ),
-                }
-            }
-        }
         Supervisor { slots }.start()
     }
 }

@@ -3,27 +3,10 @@
 
 use std::fmt::Write as _;
 
+use qvisor_sdk::POOL_TYPES;
+
 use crate::error::{Result, StorageError};
 use crate::xml::{self, escape, Element};
-
-/// Every pool type libvirt knows (for a clear "unsupported" rather than
-/// "unknown").
-const KNOWN_TYPES: &[&str] = &[
-    "dir",
-    "fs",
-    "netfs",
-    "logical",
-    "disk",
-    "iscsi",
-    "iscsi-direct",
-    "scsi",
-    "mpath",
-    "rbd",
-    "sheepdog",
-    "gluster",
-    "zfs",
-    "vstorage",
-];
 
 /// `fs` pool source formats (`virStoragePoolFormatFileSystem`).
 const FS_FORMATS: &[&str] = &[
@@ -245,7 +228,9 @@ impl PoolDef {
         let kind = match kind_name {
             "dir" => PoolType::Dir,
             "fs" => PoolType::Fs,
-            k if KNOWN_TYPES.contains(&k) => {
+            // Every type libvirt knows gets a clear "unsupported" rather than
+            // "unknown".
+            k if POOL_TYPES.contains(&k) => {
                 return Err(StorageError::Unsupported(format!(
                     "storage pool type '{k}' is not supported by qvisor's storage plugin (supported: dir, fs)"
                 )))

@@ -47,7 +47,7 @@ use crate::frame::FrameError;
 
 pub use dispatch::dispatch;
 use outbox::{Outbox, Waker};
-pub use pool::{IDLE_NAME as IDLE_HANDLER_THREAD_NAME, MAX_IDLE as MAX_IDLE_HANDLER_THREADS};
+pub use pool::MAX_IDLE as MAX_IDLE_HANDLER_THREADS;
 use reactor::{Listening, Reactor};
 
 /// One listening socket.

@@ -8,6 +8,7 @@
 //! at most [`MAX_IDLE`] wait at once, so a burst of clients leaves few behind.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -80,7 +81,7 @@ fn page_size() -> usize {
 pub const MAX_IDLE: usize = 4;
 
 /// The name of a parked thread (`top -H`, `/proc/PID/task/*/comm`).
-pub const IDLE_NAME: &str = "rpc-idle";
+const IDLE_NAME: &str = "rpc-idle";
 
 /// Names the calling thread as the kernel shows it (15 bytes kept).
 fn set_thread_name(name: &str) {
@@ -96,7 +97,7 @@ type Job = Box<dyn FnOnce() + Send>;
 pub(crate) struct ThreadPool {
     /// Parked threads: their id and where to send their next job.
     idle: Mutex<Vec<(u64, Sender<Job>)>>,
-    next_id: Mutex<u64>,
+    next_id: AtomicU64,
     stack_size: usize,
 }
 
@@ -124,7 +125,7 @@ impl ThreadPool {
     pub fn new(stack_size: usize) -> Arc<ThreadPool> {
         Arc::new(ThreadPool {
             idle: Mutex::new(Vec::new()),
-            next_id: Mutex::new(0),
+            next_id: AtomicU64::new(0),
             stack_size,
         })
     }
@@ -157,11 +158,7 @@ impl ThreadPool {
             }
         }
         let (tx, rx) = channel::<Job>();
-        let id = {
-            let mut n = self.next_id.lock().unwrap_or_else(PoisonError::into_inner);
-            *n += 1;
-            *n
-        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let pool = Arc::downgrade(self);
         thread::Builder::new()
             .name(name)

@@ -221,7 +221,6 @@ pub fn process_cpu(pid: i32) -> Option<Duration> {
     Some(Duration::from_nanos((utime + stime) * 1_000_000_000 / hz))
 }
 
-/// Resident set size of a live process, MiB (`VmRSS`).
 /// Waits (at most `limit`) until the whole machine is quiet: less than a
 /// tenth of its CPU time busy over two 50 ms windows in a row. Work that
 /// outlives a timed command (a QEMU being torn down, a daemon cleaning up,
@@ -260,6 +259,7 @@ pub fn settle_system(limit: Duration) {
     }
 }
 
+/// Resident set size of a live process, MiB (`VmRSS`).
 pub fn process_rss_mib(pid: i32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 = status

@@ -1,41 +1,27 @@
-//! Giving back the memory of a plugin that cannot work on this host.
+//! Giving back the code pages only start-up used.
 //!
-//! A library stays mapped once loaded: abi_stable never unloads one. When a
-//! plugin's probe says it is unusable here, its code does not run again, yet
-//! the pages that loading, the layout check and the probe touched stay in the
-//! supervisor's resident set (about half a MiB per plugin, most of it the
-//! plugin's own copy of std). Its clean file-backed mappings — code and
-//! read-only data that were never written — can be dropped: should the code
-//! run after all, the pages fault back in from the page cache. Mappings that
-//! hold private copies (relocated data, `.data`, `.bss`) are left alone.
+//! Loading the plugins (and their ABI checks), reading qemu.conf and the
+//! capability cache, re-attaching to running guests: that code runs once,
+//! yet the pages it touched (and the 64 KiB windows the kernel maps around
+//! each fault) stay in the daemon's resident set for its whole life; so do
+//! those of unusable plugins, since abi_stable never unloads a library.
+//! Once start-up is over the daemon drops its clean file-backed mappings —
+//! code and read-only data that were never written — and what requests use
+//! faults back in from the page cache. Mappings holding private copies
+//! (relocated data, `.data`, `.bss`) are never touched.
 
-use std::path::Path;
-
-/// Drops this process's clean, read-only mappings of the library at `lib`.
-/// Returns how many resident bytes that released.
-pub fn release_clean_pages(lib: &Path) -> std::io::Result<u64> {
-    let lib = std::fs::canonicalize(lib)?;
-    let lib = lib.to_string_lossy();
-    release(|name| name == lib)
-}
-
-/// Drops every clean, read-only file mapping of this process: the code and
-/// read-only data of the program and its libraries. Called once start-up is
-/// over, it leaves resident only what the process touches from then on —
-/// the start-up code (capability probing, configuration and plugin loading,
-/// ABI checks) otherwise stays resident for the daemon's whole life.
+/// Drops every clean, read-only file mapping of this process (the program's
+/// and its libraries' code and read-only data). Returns how many resident
+/// bytes that released.
 pub fn release_clean_file_pages() -> std::io::Result<u64> {
-    release(|name| name.starts_with('/') && !name.starts_with("/dev/"))
-}
-
-fn release(wanted: impl Fn(&str) -> bool) -> std::io::Result<u64> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let file_backed = |name: &str| name.starts_with('/') && !name.starts_with("/dev/");
     let mut released = 0;
-    for m in clean_readonly_mappings(&smaps, wanted) {
+    for m in clean_readonly_mappings(&smaps, file_backed) {
         let Ok(len) = usize::try_from(m.end - m.start) else {
             continue;
         };
-        // SAFETY: [start, end) is one whole mapping of `lib` that is not
+        // SAFETY: [start, end) is one whole file mapping that is not
         // writable and holds no private (anonymous) page, so every page in it
         // is a clean page-cache page: MADV_DONTNEED only unmaps them and the
         // next access maps the same bytes again. No Rust object lives there.
@@ -59,20 +45,8 @@ struct Mapping {
 /// writable, have resident pages and no anonymous (copied-on-write) page.
 fn clean_readonly_mappings(smaps: &str, wanted: impl Fn(&str) -> bool) -> Vec<Mapping> {
     let mut out = Vec::new();
-    // (range, writable, is ours), then the Rss and Anonymous lines that follow.
-    let mut current: Option<(u64, u64)> = None;
-    let mut rss = 0;
-    let mut flush = |current: &mut Option<(u64, u64)>, rss: u64, anon: Option<u64>| {
-        if let (Some((start, end)), Some(0)) = (current.take(), anon) {
-            if rss > 0 {
-                out.push(Mapping {
-                    start,
-                    end,
-                    rss_kib: rss,
-                });
-            }
-        }
-    };
+    // The candidate mapping being read, and its Rss so far.
+    let mut current: Option<Mapping> = None;
     for line in smaps.lines() {
         let mut words = line.split_whitespace();
         let first = words.next().unwrap_or_default();
@@ -86,20 +60,21 @@ fn clean_readonly_mappings(smaps: &str, wanted: impl Fn(&str) -> bool) -> Vec<Ma
             let perms = words.next().unwrap_or_default();
             let name = words.nth(3).unwrap_or_default();
             let private_readonly = perms.contains('p') && !perms.contains('w');
-            current = (private_readonly && wanted(name)).then_some((start, end));
-            rss = 0;
+            current = (private_readonly && wanted(name)).then_some(Mapping {
+                start,
+                end,
+                rss_kib: 0,
+            });
             continue;
         }
-        if current.is_none() {
-            continue;
-        }
-        let mut kib = || words.next().and_then(|v| v.parse::<u64>().ok());
-        match first {
-            "Rss:" => rss = kib().unwrap_or(0),
+        let kib = words.next().and_then(|v| v.parse::<u64>().ok());
+        match (first, current.as_mut()) {
+            ("Rss:", Some(m)) => m.rss_kib = kib.unwrap_or(0),
             // Anonymous comes after Rss in every kernel's smaps.
-            "Anonymous:" => {
-                let anon = kib();
-                flush(&mut current, rss, anon);
+            ("Anonymous:", Some(_)) => {
+                if let Some(m) = current.take().filter(|m| kib == Some(0) && m.rss_kib > 0) {
+                    out.push(m);
+                }
             }
             _ => {}
         }
@@ -160,19 +135,10 @@ Anonymous:             0 kB
 
     #[test]
     fn releasing_a_mapped_library_lowers_its_resident_pages_and_it_still_works() {
-        // libc is mapped in every test process; dropping its clean pages must
-        // be harmless (they fault back in at the next call).
-        let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
-        let Some(libc_path) = maps
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(5))
-            .find(|p| p.contains("libc.so"))
-            .map(str::to_string)
-        else {
-            eprintln!("SKIP: no libc.so mapping found in /proc/self/maps");
-            return;
-        };
-        release_clean_pages(Path::new(&libc_path)).expect("release");
+        // libc (and this test's own code) are mapped in every test process;
+        // dropping their clean pages must be harmless (they fault back in at
+        // the next call).
+        release_clean_file_pages().expect("release");
         assert!(!format!("{}", 42).is_empty());
         assert!(std::fs::metadata("/").is_ok());
     }
