@@ -566,9 +566,9 @@ impl qvisor_rpc::Handler for ConnHandler {
             let _ = stop.send(());
         }
         // Whatever the client's calls left freed in the heap (a capabilities
-        // document parsed, a definition expanded) goes back to the kernel
-        // once the burst of clients is over.
-        super::heap::release_free_memory_soon();
+        // document parsed, a definition expanded), and the code they faulted
+        // in, go back to the kernel once the burst of clients is over.
+        super::heap::release_idle_memory_soon();
     }
 }
 

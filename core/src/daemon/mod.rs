@@ -149,11 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
     // Loading persistent domains and re-attaching to running ones parsed a
     // lot of XML that is garbage now, and ran code that will not run again.
-    heap::release_free_memory();
-    match pages::release_clean_file_pages() {
-        Ok(bytes) => tracing::debug!("start-up over: released {} KiB of code pages", bytes / 1024),
-        Err(e) => tracing::debug!("cannot release start-up code pages: {e}"),
-    }
+    heap::release_idle_memory();
     let config = ServerConfig {
         sockets: plan.sockets.clone(),
         peer_policy: plan.peer_policy,

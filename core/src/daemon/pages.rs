@@ -1,11 +1,12 @@
-//! Giving back the code pages only start-up used.
+//! Giving back the code pages an idle daemon does not run.
 //!
 //! Loading the plugins (and their ABI checks), reading qemu.conf and the
 //! capability cache, re-attaching to running guests: that code runs once,
 //! yet the pages it touched (and the 64 KiB windows the kernel maps around
 //! each fault) stay in the daemon's resident set for its whole life; so do
 //! those of unusable plugins, since abi_stable never unloads a library.
-//! Once start-up is over the daemon drops its clean file-backed mappings —
+//! Once start-up is over, and again after each burst of requests
+//! ([`super::heap`]), the daemon drops its clean file-backed mappings —
 //! code and read-only data that were never written — and what requests use
 //! faults back in from the page cache. Mappings holding private copies
 //! (relocated data, `.data`, `.bss`) are never touched.
