@@ -22,7 +22,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use qvisor_conf::qemu::CgroupController;
@@ -188,9 +188,19 @@ impl Layout {
         layout
     }
 
-    /// This host's layout.
+    /// This host's layout, read from `/proc/mounts` once per process: every
+    /// domain start and stop asks for it, and cgroup hierarchies are
+    /// mounted at boot. A hierarchy mounted later is seen after a restart,
+    /// as a changed qemu.conf is. A failed read is not remembered.
     pub fn host() -> Layout {
-        Layout::from_mounts(&std::fs::read_to_string("/proc/mounts").unwrap_or_default())
+        static HOST: OnceLock<Layout> = OnceLock::new();
+        if let Some(l) = HOST.get() {
+            return l.clone();
+        }
+        match std::fs::read_to_string("/proc/mounts") {
+            Ok(m) => HOST.get_or_init(|| Layout::from_mounts(&m)).clone(),
+            Err(_) => Layout::default(),
+        }
     }
 
     /// The directories of one domain's cgroup `rel` in every hierarchy the
@@ -328,9 +338,6 @@ pub fn remove(layout: &Layout, rel: &Path) -> Vec<String> {
 }
 
 fn remove_dir(dir: &Path) -> io::Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
     for attempt in 0..50 {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),

@@ -12,6 +12,7 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use crate::xattr;
 
@@ -35,12 +36,20 @@ pub struct Store {
 }
 
 /// The host's boot time in seconds since the epoch (`btime` of `/proc/stat`).
+/// Read once per process: it cannot change while the host runs, and every
+/// label and restore asks for it.
 pub fn host_boot_time() -> io::Result<u64> {
+    static BOOT_TIME: OnceLock<u64> = OnceLock::new();
+    if let Some(t) = BOOT_TIME.get() {
+        return Ok(*t);
+    }
     let stat = std::fs::read_to_string("/proc/stat")?;
-    stat.lines()
+    let t = stat
+        .lines()
         .find_map(|l| l.strip_prefix("btime "))
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no btime in /proc/stat"))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no btime in /proc/stat"))?;
+    Ok(*BOOT_TIME.get_or_init(|| t))
 }
 
 impl Store {
