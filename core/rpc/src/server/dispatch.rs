@@ -4,7 +4,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 
-use super::outbox::{Outbox, Waker};
+use super::outbox::{Outbox, Sent, Waker};
 use super::{Handler, Peer};
 use crate::call::{error_frame, Call, Response};
 use crate::error::{ErrorCode, ErrorDomain, RemoteError};
@@ -19,7 +19,10 @@ use crate::remote::ConnectSupportsFeatureRet;
 /// this feature query itself.
 const FEATURE_PROGRAM_KEEPALIVE: i32 = 10;
 
-/// A client's handler thread: runs its calls in order and queues the replies.
+/// A client's handler thread: runs its calls in order and sends the
+/// replies, waking the I/O loop only when it has something to do: write
+/// what the socket did not take, or read again a client that had
+/// `max_inflight` calls queued.
 pub(crate) fn worker(
     mut handler: impl Handler,
     peer: &Peer,
@@ -27,8 +30,10 @@ pub(crate) fn worker(
     outbox: &Outbox,
     inflight: &AtomicUsize,
     waker: &Waker,
+    max_inflight: usize,
 ) {
     for frame in calls {
+        let mut wake = false;
         // Calls still queued when the client left are not run.
         if !outbox.is_closed() {
             // A bug in one handler must not take the daemon down: the caller gets an
@@ -37,7 +42,7 @@ pub(crate) fn worker(
                 panic::catch_unwind(AssertUnwindSafe(|| dispatch(&frame, peer, &mut handler)));
             match outcome {
                 Ok(Some(reply)) => {
-                    outbox.push_reply(reply);
+                    wake = outbox.send_reply(reply) != Sent::Written;
                 }
                 Ok(None) => {}
                 Err(_) => {
@@ -63,8 +68,11 @@ pub(crate) fn worker(
                 }
             }
         }
-        inflight.fetch_sub(1, Ordering::SeqCst);
-        waker.wake();
+        // The loop stops reading a client at `max_inflight` queued calls.
+        let was = inflight.fetch_sub(1, Ordering::SeqCst);
+        if wake || was >= max_inflight {
+            waker.wake();
+        }
     }
     handler.disconnected();
 }

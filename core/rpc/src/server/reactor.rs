@@ -2,7 +2,7 @@
 //! wake-up pipe; it reads frames without blocking, answers keepalive, queues calls to
 //! each client's handler thread, and writes replies and events.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,12 +37,11 @@ pub(crate) struct Listening {
 /// The I/O loop's view of one client.
 struct Conn {
     peer: Arc<Peer>,
-    stream: UnixStream,
+    /// Shared with the outbox, whose writers (this loop and the handler
+    /// thread) write to it.
+    stream: Arc<UnixStream>,
     /// Received bytes not yet forming a whole frame.
     rbuf: Vec<u8>,
-    /// The frame being written, and how much of it went out.
-    wbuf: Vec<u8>,
-    wpos: usize,
     outbox: Arc<Outbox>,
     /// Calls for the handler thread; `None` for a refused peer.
     calls: Option<Sender<Frame>>,
@@ -54,7 +53,7 @@ struct Conn {
 
 impl Conn {
     fn has_output(&self) -> bool {
-        self.wpos < self.wbuf.len() || !self.outbox.is_empty()
+        self.outbox.has_output()
     }
 }
 
@@ -182,7 +181,7 @@ impl<S: Service> Reactor<'_, S> {
         let mut chunk = [0u8; 16 * 1024];
         let mut budget = READ_BUDGET;
         while budget > 0 {
-            match (&mut &c.stream).read(&mut chunk) {
+            match (&*c.stream).read(&mut chunk) {
                 Ok(0) => {
                     self.take_frames(c);
                     return false;
@@ -320,7 +319,8 @@ impl<S: Service> Reactor<'_, S> {
             PeerPolicy::AnyUser => true,
             PeerPolicy::SameUser => creds.uid == sys::effective_uid(),
         };
-        let outbox = Arc::new(Outbox::new(self.config.outgoing_queue));
+        let stream = Arc::new(stream);
+        let outbox = Arc::new(Outbox::new(self.config.outgoing_queue, Arc::clone(&stream)));
         let inflight = Arc::new(AtomicUsize::new(0));
         let (calls, worker) = if allowed {
             tracing::debug!(
@@ -338,6 +338,7 @@ impl<S: Service> Reactor<'_, S> {
                 waker: Arc::clone(self.waker),
             };
             let service = Arc::clone(self.service);
+            let max_inflight = self.config.max_client_requests.max(1);
             let (p, o, n, w) = (
                 Arc::clone(&peer),
                 Arc::clone(&outbox),
@@ -346,7 +347,7 @@ impl<S: Service> Reactor<'_, S> {
             );
             let spawned = self.pool.run(format!("rpc-client-{id}"), move || {
                 let handler = service.connect(&p, events);
-                worker(handler, &p, &rx, &o, &n, &w);
+                worker(handler, &p, &rx, &o, &n, &w, max_inflight);
             });
             match spawned {
                 Ok(t) => (Some(tx), Some(t)),
@@ -375,8 +376,6 @@ impl<S: Service> Reactor<'_, S> {
                 peer,
                 stream,
                 rbuf: Vec::new(),
-                wbuf: Vec::new(),
-                wpos: 0,
                 outbox,
                 calls,
                 inflight,
@@ -404,30 +403,7 @@ impl<S: Service> Reactor<'_, S> {
 
 /// Writes queued frames until the socket would block; `Err` means the client is gone.
 fn flush(c: &mut Conn) -> io::Result<()> {
-    loop {
-        if c.wpos >= c.wbuf.len() {
-            match c.outbox.pop() {
-                Some(next) => {
-                    c.wbuf = next;
-                    c.wpos = 0;
-                }
-                None => {
-                    c.wbuf = Vec::new();
-                    c.wpos = 0;
-                    return Ok(());
-                }
-            }
-        }
-        let pending = c.wbuf.get(c.wpos..).unwrap_or_default();
-        match (&mut &c.stream).write(pending) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => c.wpos += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                tracing::debug!("client {}: write failed: {e}", c.peer.id);
-                return Err(e);
-            }
-        }
-    }
+    c.outbox.flush().inspect_err(|e| {
+        tracing::debug!("client {}: write failed: {e}", c.peer.id);
+    })
 }
