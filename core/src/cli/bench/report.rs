@@ -117,12 +117,26 @@ fn esc(s: &str) -> String {
 /// A tick step giving about six ticks up to `max`.
 fn tick_step(max: f64) -> f64 {
     let raw = (max / 6.0).max(1e-9);
-    let mag = 10f64.powf(raw.log10().floor());
+    let mag = decade(raw);
     [1.0, 2.0, 5.0, 10.0]
         .iter()
         .map(|m| m * mag)
         .find(|s| *s >= raw)
         .unwrap_or(10.0 * mag)
+}
+
+/// The power of ten at or below `x` (> 0). Found by stepping rather than
+/// with `log10`/`powf`: those are the only libm functions qvisor used, and
+/// without them the `qvisor` binary does not load libm at every start.
+fn decade(x: f64) -> f64 {
+    let mut mag = 1.0;
+    while mag > x {
+        mag /= 10.0;
+    }
+    while mag * 10.0 <= x {
+        mag *= 10.0;
+    }
+    mag
 }
 
 /// An SVG strip chart of the series of `measures` (all in one unit): one
@@ -291,5 +305,14 @@ mod tests {
     fn ticks_are_round_numbers() {
         assert_eq!(tick_step(300.0), 50.0);
         assert_eq!(tick_step(6.0), 1.0);
+        assert!((tick_step(0.3) - 0.05).abs() < 1e-12);
+    }
+
+    #[test]
+    fn decade_is_the_power_of_ten_at_or_below() {
+        assert_eq!(decade(1.0), 1.0);
+        assert_eq!(decade(999.0), 100.0);
+        assert_eq!(decade(1000.0), 1000.0);
+        assert!((decade(0.05) - 0.01).abs() < 1e-15);
     }
 }
