@@ -208,6 +208,26 @@ impl ConnHandler {
 
 impl qvisor_rpc::Handler for ConnHandler {
     fn call(&mut self, call: Call) -> Response {
+        let response = self.handle(call);
+        // Memory the call used (heap and the code it faulted in) goes back
+        // once no call came for a moment, on long-lived connections too.
+        super::heap::release_idle_memory_soon();
+        response
+    }
+
+    fn disconnected(&mut self) {
+        tracing::debug!(client = self.peer.id, "client disconnected");
+        if let Some(stop) = self.forwarder.take() {
+            let _ = stop.send(());
+        }
+        // Whatever the client's connection held goes back to the kernel
+        // once the burst of clients is over.
+        super::heap::release_idle_memory_soon();
+    }
+}
+
+impl ConnHandler {
+    fn handle(&mut self, call: Call) -> Response {
         tracing::debug!(
             client = self.peer.id,
             pid = self.peer.pid,
@@ -558,17 +578,6 @@ impl qvisor_rpc::Handler for ConnHandler {
             }),
             other => other.unsupported(),
         }
-    }
-
-    fn disconnected(&mut self) {
-        tracing::debug!(client = self.peer.id, "client disconnected");
-        if let Some(stop) = self.forwarder.take() {
-            let _ = stop.send(());
-        }
-        // Whatever the client's calls left freed in the heap (a capabilities
-        // document parsed, a definition expanded), and the code they faulted
-        // in, go back to the kernel once the burst of clients is over.
-        super::heap::release_idle_memory_soon();
     }
 }
 

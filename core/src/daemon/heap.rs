@@ -8,8 +8,9 @@
 //! of the daemon's RSS (16 MB instead of 20 MB with the pages returned).
 //! `malloc_trim(0)` hands every free page of every arena back
 //! (`MADV_DONTNEED`), so the daemon calls it when a burst is over: after the
-//! driver has loaded its domains, and [`QUIET`] after the last client
-//! disconnect of a burst. Trimming at every disconnect instead made each
+//! driver has loaded its domains, and [`QUIET`] after the last call or
+//! client disconnect of a burst (on any connection: a long-lived client's
+//! calls count too). Trimming at every disconnect instead made each
 //! one-shot client pay for it twice: the trim itself, then the page faults
 //! of the next call refilling the pages just given back.
 //!
@@ -17,8 +18,9 @@
 //! ([`super::pages::release_clean_file_pages`]): a burst of `virsh`
 //! commands touches code (its RPC procedures, XML formatting, the domain
 //! start path) that an idle daemon does not run, and without this the idle
-//! resident set only grew with each kind of request served (12.4 MiB after
-//! the benchmark's `virsh` sections, 4.4 MiB with this). The price is paid
+//! resident set only grew with each kind of request served (the bench's
+//! idle figure, sampled after its `virsh` sections: 12.4 MiB before, 8 MiB
+//! with this). The price is paid
 //! once per burst: the next one faults back what it uses from the page
 //! cache, about 125 minor faults for a start or a destroy, and the release
 //! reads `/proc/self/smaps` (0.3 ms). Measured on a domain started and
