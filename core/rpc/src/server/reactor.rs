@@ -1,6 +1,7 @@
 //! The I/O loop: one thread polls the listening sockets, every client socket and a
 //! wake-up pipe; it reads frames without blocking, answers keepalive, queues calls to
-//! each client's handler thread, and writes replies and events.
+//! each client's handler thread, and writes events and whatever a handler thread
+//! could not write at once (see [`super::outbox`]).
 
 use std::io::{self, Read};
 use std::os::fd::AsFd;
