@@ -1079,7 +1079,7 @@ impl Bench {
             "qvisord supervisor VmRSS",
             peer_label,
         )
-        .with_target(Target::Max(12.0));
+        .with_target(Target::Max(sys::mb_in_mib(12.0)));
         let mut rss_busy = Measure::new(
             &format!("rss-{n}"),
             4,
@@ -1088,7 +1088,7 @@ impl Bench {
             "qvisord supervisor VmRSS",
             peer_label,
         )
-        .with_target(Target::Max(16.0));
+        .with_target(Target::Max(sys::mb_in_mib(16.0)));
         for i in 0..self.sizes.heavy {
             // Resident sets are sampled once the burst before is over: the
             // supervisor returns a burst's freed heap a moment after its

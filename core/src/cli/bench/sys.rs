@@ -259,6 +259,13 @@ pub fn settle_system(limit: Duration) {
     }
 }
 
+/// `mb` megabytes (10^6 bytes) in MiB: the memory bars are in MB
+/// and resident sets are read in MiB, so comparing the bare numbers would
+/// be 5% lenient.
+pub fn mb_in_mib(mb: f64) -> f64 {
+    mb * 1e6 / (1024.0 * 1024.0)
+}
+
 /// Resident set size of a live process, MiB (`VmRSS`).
 pub fn process_rss_mib(pid: i32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -438,6 +445,12 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_bars_in_mb_are_stricter_in_mib() {
+        assert!((mb_in_mib(12.0) - 11.444).abs() < 0.001);
+        assert!((mb_in_mib(16.0) - 15.259).abs() < 0.001);
+    }
 
     #[test]
     fn a_timed_run_reports_its_own_cpu_time() {
