@@ -1214,6 +1214,9 @@ impl Bench {
         .with_target(Target::Max(250.0));
         let mut split = Vec::new();
         for _ in 0..self.sizes.heavy {
+            // Like every timed run: not while the other side's guests are
+            // still being torn down.
+            sys::settle_system(SETTLE);
             let before = sys::process_cpu(self.supervisor)
                 .ok_or_else(|| anyhow!("cannot read the supervisor's CPU time"))?;
             let mut cli = Duration::ZERO;
@@ -1227,6 +1230,7 @@ impl Bench {
             split.push((ms(cli), ms(daemon)));
             m.a.samples.push(ms(cli + daemon));
             if let Some(peer) = &self.peer {
+                sys::settle_system(SETTLE);
                 let before = sys::process_cpu(peer.pid).unwrap_or_default();
                 let mut cli = Duration::ZERO;
                 for d in &names {
