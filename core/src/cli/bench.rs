@@ -352,7 +352,7 @@ struct Bench {
 
 /// Entry point of `qvisor bench`.
 pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
-    if cli.connect.is_some() {
+    if cli.globals.connect.is_some() {
         bail!("bench always runs in a fresh embedded root of its own; drop -c/--connect");
     }
     let sizes = Sizes::from_args(args);
@@ -450,7 +450,12 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
 
 impl Bench {
     fn setup(args: &BenchArgs, sizes: Sizes, work: &Path, kvm: bool) -> anyhow::Result<Bench> {
-        let qvisor = std::env::current_exe().context("finding the qvisor binary")?;
+        // What users run: the `qvisor` front end beside this program (the
+        // bench itself runs in `qvisor-cli`).
+        let qvisor = Some(crate::client::beside_this_program("qvisor"))
+            .filter(|p| p.is_absolute())
+            .map_or_else(std::env::current_exe, Ok)
+            .context("finding the qvisor binary")?;
         let root = work.join("root");
         let uri = format!("qemu:///embed?root={}", root.display());
         let target = crate::connection::resolve(Some(&uri))?;

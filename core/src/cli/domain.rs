@@ -5,12 +5,75 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use crate::client::Connection;
 use crate::driver::DomainState;
 
-use super::Cli;
+use super::Globals;
+
+/// The domain commands the `qvisor` front end runs itself (see
+/// [`super::front`]): lifecycle and queries, one connection each.
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Define (but don't start) a domain from an XML file.
+    Define {
+        /// Domain XML file.
+        file: PathBuf,
+    },
+    /// Undefine a domain (a running one becomes transient).
+    Undefine(DomArg),
+    /// Create and start a transient domain from an XML file.
+    Create(CreateArgs),
+    /// Start a defined domain.
+    Start(StartArgs),
+    /// Stop a domain at once.
+    Destroy(DomArg),
+    /// Ask the guest to power off (ACPI).
+    Shutdown(DomArg),
+    /// Reboot the guest.
+    Reboot(DomArg),
+    /// Pause a domain's vCPUs.
+    Suspend(DomArg),
+    /// Resume a paused domain.
+    Resume(DomArg),
+    /// List domains.
+    List(ListArgs),
+    /// Domain information.
+    Dominfo(DomArg),
+    /// Domain state.
+    Domstate(DomStateArgs),
+    /// Domain id.
+    Domid(DomArg),
+    /// Domain UUID.
+    Domuuid(DomArg),
+    /// Domain name.
+    Domname(DomArg),
+    /// Domain XML (live while running).
+    Dumpxml(DumpXmlArgs),
+}
+
+/// Runs one of the [`DomainCommand`]s.
+pub fn run(g: &Globals, command: &DomainCommand) -> anyhow::Result<()> {
+    match command {
+        DomainCommand::Define { file } => define(g, file),
+        DomainCommand::Undefine(d) => undefine(g, d),
+        DomainCommand::Create(a) => create(g, a),
+        DomainCommand::Start(a) => start(g, a),
+        DomainCommand::Destroy(d) => simple(g, "destroy", d),
+        DomainCommand::Shutdown(d) => simple(g, "shutdown", d),
+        DomainCommand::Reboot(d) => simple(g, "reboot", d),
+        DomainCommand::Suspend(d) => simple(g, "suspend", d),
+        DomainCommand::Resume(d) => simple(g, "resume", d),
+        DomainCommand::List(a) => list(g, a),
+        DomainCommand::Dominfo(d) => dominfo(g, d),
+        DomainCommand::Domstate(a) => domstate(g, a),
+        DomainCommand::Domid(d) => ident(g, "domid", d),
+        DomainCommand::Domuuid(d) => ident(g, "domuuid", d),
+        DomainCommand::Domname(d) => ident(g, "domname", d),
+        DomainCommand::Dumpxml(a) => dumpxml(g, a),
+    }
+}
 
 /// A domain name, id or UUID.
 #[derive(Debug, Args)]
@@ -143,7 +206,7 @@ pub struct DomCapsArgs {
     pub virttype: Option<String>,
 }
 
-fn connect(cli: &Cli) -> anyhow::Result<Connection> {
+fn connect(cli: &Globals) -> anyhow::Result<Connection> {
     Connection::open(cli.connect.as_deref())
 }
 
@@ -153,7 +216,7 @@ fn read_file(path: &Path) -> anyhow::Result<String> {
 }
 
 /// `define FILE`.
-pub fn define(cli: &Cli, file: &Path) -> anyhow::Result<()> {
+pub fn define(cli: &Globals, file: &Path) -> anyhow::Result<()> {
     let xml = read_file(file)?;
     let dom = connect(cli)?.define_xml(&xml)?;
     println!("Domain '{}' defined from {}\n", dom.name, file.display());
@@ -161,14 +224,14 @@ pub fn define(cli: &Cli, file: &Path) -> anyhow::Result<()> {
 }
 
 /// `undefine NAME`.
-pub fn undefine(cli: &Cli, d: &DomArg) -> anyhow::Result<()> {
+pub fn undefine(cli: &Globals, d: &DomArg) -> anyhow::Result<()> {
     let dom = connect(cli)?.undefine(&d.domain)?;
     println!("Domain '{}' has been undefined\n", dom.name);
     Ok(())
 }
 
 /// `create FILE`.
-pub fn create(cli: &Cli, a: &CreateArgs) -> anyhow::Result<()> {
+pub fn create(cli: &Globals, a: &CreateArgs) -> anyhow::Result<()> {
     let xml = read_file(&a.file)?;
     let conn = connect(cli)?;
     let dom = conn.create_xml(&xml, a.paused)?;
@@ -180,7 +243,7 @@ pub fn create(cli: &Cli, a: &CreateArgs) -> anyhow::Result<()> {
 }
 
 /// `start NAME`.
-pub fn start(cli: &Cli, a: &StartArgs) -> anyhow::Result<()> {
+pub fn start(cli: &Globals, a: &StartArgs) -> anyhow::Result<()> {
     let conn = connect(cli)?;
     let dom = conn.start(&a.domain, a.paused)?;
     println!("Domain '{}' started\n", dom.name);
@@ -191,7 +254,7 @@ pub fn start(cli: &Cli, a: &StartArgs) -> anyhow::Result<()> {
 }
 
 /// `destroy`, `shutdown`, `reboot`, `suspend`, `resume`.
-pub fn simple(cli: &Cli, verb: &str, d: &DomArg) -> anyhow::Result<()> {
+pub fn simple(cli: &Globals, verb: &str, d: &DomArg) -> anyhow::Result<()> {
     let conn = connect(cli)?;
     let (dom, msg) = match verb {
         "destroy" => (conn.destroy(&d.domain)?, "destroyed"),
@@ -215,7 +278,7 @@ fn reason_name(state: i32, reason: i32) -> &'static str {
 }
 
 /// `list [--all]`.
-pub fn list(cli: &Cli, a: &ListArgs) -> anyhow::Result<()> {
+pub fn list(cli: &Globals, a: &ListArgs) -> anyhow::Result<()> {
     let conn = connect(cli)?;
     let flags = if a.inactive {
         2
@@ -296,7 +359,7 @@ fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
 }
 
 /// `dominfo`.
-pub fn dominfo(cli: &Cli, d: &DomArg) -> anyhow::Result<()> {
+pub fn dominfo(cli: &Globals, d: &DomArg) -> anyhow::Result<()> {
     let conn = connect(cli)?;
     let dom = conn.lookup(&d.domain)?;
     let info = conn.info(&dom)?;
@@ -336,7 +399,7 @@ pub fn dominfo(cli: &Cli, d: &DomArg) -> anyhow::Result<()> {
 }
 
 /// `domstate [--reason]`.
-pub fn domstate(cli: &Cli, a: &DomStateArgs) -> anyhow::Result<()> {
+pub fn domstate(cli: &Globals, a: &DomStateArgs) -> anyhow::Result<()> {
     let conn = connect(cli)?;
     let dom = conn.lookup(&a.domain)?;
     let (state, reason) = conn.state(&dom)?;
@@ -349,7 +412,7 @@ pub fn domstate(cli: &Cli, a: &DomStateArgs) -> anyhow::Result<()> {
 }
 
 /// `domid`, `domuuid`, `domname`.
-pub fn ident(cli: &Cli, what: &str, d: &DomArg) -> anyhow::Result<()> {
+pub fn ident(cli: &Globals, what: &str, d: &DomArg) -> anyhow::Result<()> {
     let dom = connect(cli)?.lookup(&d.domain)?;
     match what {
         "domid" if dom.id < 0 => println!("-\n"),
@@ -361,7 +424,7 @@ pub fn ident(cli: &Cli, what: &str, d: &DomArg) -> anyhow::Result<()> {
 }
 
 /// `dumpxml`.
-pub fn dumpxml(cli: &Cli, a: &DumpXmlArgs) -> anyhow::Result<()> {
+pub fn dumpxml(cli: &Globals, a: &DumpXmlArgs) -> anyhow::Result<()> {
     let xml = connect(cli)?.dump_xml(&a.domain, a.inactive, a.security_info)?;
     print!("{xml}");
     if !xml.ends_with('\n') {
@@ -371,7 +434,7 @@ pub fn dumpxml(cli: &Cli, a: &DumpXmlArgs) -> anyhow::Result<()> {
 }
 
 /// `autostart [--disable]`.
-pub fn autostart(cli: &Cli, a: &AutostartArgs) -> anyhow::Result<()> {
+pub fn autostart(cli: &Globals, a: &AutostartArgs) -> anyhow::Result<()> {
     let dom = connect(cli)?.set_autostart(&a.domain, !a.disable)?;
     if a.disable {
         println!("Domain '{}' unmarked as autostarted\n", dom.name);
@@ -382,7 +445,7 @@ pub fn autostart(cli: &Cli, a: &AutostartArgs) -> anyhow::Result<()> {
 }
 
 /// `qemu-monitor-command`.
-pub fn monitor(cli: &Cli, a: &MonitorArgs) -> anyhow::Result<()> {
+pub fn monitor(cli: &Globals, a: &MonitorArgs) -> anyhow::Result<()> {
     let cmd = a.cmd.join(" ");
     let out = connect(cli)?.monitor_command(&a.domain, &cmd, a.hmp)?;
     if a.pretty && !a.hmp {
@@ -396,7 +459,7 @@ pub fn monitor(cli: &Cli, a: &MonitorArgs) -> anyhow::Result<()> {
 }
 
 /// `domxml-to-native FORMAT FILE`.
-pub fn to_native(cli: &Cli, a: &ToNativeArgs) -> anyhow::Result<()> {
+pub fn to_native(cli: &Globals, a: &ToNativeArgs) -> anyhow::Result<()> {
     let xml = read_file(&a.file)?;
     let out = connect(cli)?.domxml_to_native(&a.format, &xml)?;
     print!("{out}");
@@ -405,7 +468,7 @@ pub fn to_native(cli: &Cli, a: &ToNativeArgs) -> anyhow::Result<()> {
 }
 
 /// `domxml-from-native`: not supported, as in libvirt since 5.5.0.
-pub fn from_native(_cli: &Cli, a: &FromNativeArgs) -> anyhow::Result<()> {
+pub fn from_native(_cli: &Globals, a: &FromNativeArgs) -> anyhow::Result<()> {
     bail!(
         "this function is not supported by the connection driver: converting {} arguments to domain XML is not supported (libvirt removed it in 5.5.0)",
         a.format
@@ -413,19 +476,19 @@ pub fn from_native(_cli: &Cli, a: &FromNativeArgs) -> anyhow::Result<()> {
 }
 
 /// `qemu-attach PID`: not supported, as in libvirt since 5.5.0.
-pub fn qemu_attach(_cli: &Cli, pid: u32) -> anyhow::Result<()> {
+pub fn qemu_attach(_cli: &Globals, pid: u32) -> anyhow::Result<()> {
     bail!("this function is not supported by the connection driver: attaching to a QEMU started elsewhere (pid {pid}) is not supported (libvirt removed it in 5.5.0)")
 }
 
 /// `capabilities`.
-pub fn capabilities(cli: &Cli) -> anyhow::Result<()> {
+pub fn capabilities(cli: &Globals) -> anyhow::Result<()> {
     print!("{}", connect(cli)?.capabilities()?);
     println!();
     Ok(())
 }
 
 /// `domcapabilities`.
-pub fn domcapabilities(cli: &Cli, a: &DomCapsArgs) -> anyhow::Result<()> {
+pub fn domcapabilities(cli: &Globals, a: &DomCapsArgs) -> anyhow::Result<()> {
     let xml = connect(cli)?.domain_capabilities(
         a.emulatorbin.clone(),
         a.arch.clone(),
@@ -438,12 +501,12 @@ pub fn domcapabilities(cli: &Cli, a: &DomCapsArgs) -> anyhow::Result<()> {
 }
 
 /// `version`'s driver part.
-pub fn hypervisor_version(cli: &Cli) -> anyhow::Result<(String, u64)> {
+pub fn hypervisor_version(cli: &Globals) -> anyhow::Result<(String, u64)> {
     Ok(connect(cli)?.version()?)
 }
 
 /// `console NAME`.
-pub fn console(cli: &Cli, d: &DomArg) -> anyhow::Result<()> {
+pub fn console(cli: &Globals, d: &DomArg) -> anyhow::Result<()> {
     let conn = connect(cli)?;
     let dom = conn.lookup(&d.domain)?;
     console_loop(&conn, &dom.name)

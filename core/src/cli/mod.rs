@@ -3,18 +3,31 @@
 
 pub mod bench;
 mod domain;
+pub mod front;
 mod plugins;
 pub mod storage;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// qvisor: run libvirt domains on QEMU (KVM, TCG, HVF) with pluggable security
 /// and storage.
 #[derive(Debug, Parser)]
 #[command(name = "qvisor", version, about, long_about = None)]
 pub struct Cli {
+    /// `-c` and `--json`.
+    #[command(flatten)]
+    pub globals: Globals,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Globals {
     /// Connection URI: qemu:///system, qemu:///session, qemu:///embed?root=/abs/dir.
     /// Defaults to $LIBVIRT_DEFAULT_URI, then $QVISOR_DEFAULT_URI, then an
     /// embedded root in the user's state directory.
@@ -24,10 +37,6 @@ pub struct Cli {
     /// Print machine-readable JSON where the command supports it.
     #[arg(long, global = true)]
     pub json: bool,
-
-    /// The command.
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 /// The commands (virsh's names and options).
@@ -37,41 +46,9 @@ pub enum Command {
     Version,
     /// List the loaded plugins: name, kind, version, SDK ABI, file, state.
     Plugins,
-    /// Define (but don't start) a domain from an XML file.
-    Define {
-        /// Domain XML file.
-        file: std::path::PathBuf,
-    },
-    /// Undefine a domain (a running one becomes transient).
-    Undefine(domain::DomArg),
-    /// Create and start a transient domain from an XML file.
-    Create(domain::CreateArgs),
-    /// Start a defined domain.
-    Start(domain::StartArgs),
-    /// Stop a domain at once.
-    Destroy(domain::DomArg),
-    /// Ask the guest to power off (ACPI).
-    Shutdown(domain::DomArg),
-    /// Reboot the guest.
-    Reboot(domain::DomArg),
-    /// Pause a domain's vCPUs.
-    Suspend(domain::DomArg),
-    /// Resume a paused domain.
-    Resume(domain::DomArg),
-    /// List domains.
-    List(domain::ListArgs),
-    /// Domain information.
-    Dominfo(domain::DomArg),
-    /// Domain state.
-    Domstate(domain::DomStateArgs),
-    /// Domain id.
-    Domid(domain::DomArg),
-    /// Domain UUID.
-    Domuuid(domain::DomArg),
-    /// Domain name.
-    Domname(domain::DomArg),
-    /// Domain XML (live while running).
-    Dumpxml(domain::DumpXmlArgs),
+    /// Defining, starting, stopping and querying domains.
+    #[command(flatten)]
+    Domain(domain::DomainCommand),
     /// Start a domain when its driver starts.
     Autostart(domain::AutostartArgs),
     /// Attach to a running domain's serial console.
@@ -108,36 +85,27 @@ pub fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let c = &cli;
+    let g = &cli.globals;
     let result = match &cli.command {
-        Command::Version => version(c),
-        Command::Plugins => plugins::run(c),
-        Command::Define { file } => domain::define(c, file),
-        Command::Undefine(d) => domain::undefine(c, d),
-        Command::Create(a) => domain::create(c, a),
-        Command::Start(a) => domain::start(c, a),
-        Command::Destroy(d) => domain::simple(c, "destroy", d),
-        Command::Shutdown(d) => domain::simple(c, "shutdown", d),
-        Command::Reboot(d) => domain::simple(c, "reboot", d),
-        Command::Suspend(d) => domain::simple(c, "suspend", d),
-        Command::Resume(d) => domain::simple(c, "resume", d),
-        Command::List(a) => domain::list(c, a),
-        Command::Dominfo(d) => domain::dominfo(c, d),
-        Command::Domstate(a) => domain::domstate(c, a),
-        Command::Domid(d) => domain::ident(c, "domid", d),
-        Command::Domuuid(d) => domain::ident(c, "domuuid", d),
-        Command::Domname(d) => domain::ident(c, "domname", d),
-        Command::Dumpxml(a) => domain::dumpxml(c, a),
-        Command::Autostart(a) => domain::autostart(c, a),
-        Command::Console(d) => domain::console(c, d),
-        Command::QemuMonitorCommand(a) => domain::monitor(c, a),
-        Command::QemuAttach { pid } => domain::qemu_attach(c, *pid),
-        Command::DomxmlToNative(a) => domain::to_native(c, a),
-        Command::DomxmlFromNative(a) => domain::from_native(c, a),
-        Command::Capabilities => domain::capabilities(c),
-        Command::Domcapabilities(a) => domain::domcapabilities(c, a),
-        Command::Storage(s) => storage::run(c, s),
+        Command::Version => version(g),
+        Command::Plugins => plugins::run(g),
+        Command::Domain(d) => domain::run(g, d),
+        Command::Autostart(a) => domain::autostart(g, a),
+        Command::Console(d) => domain::console(g, d),
+        Command::QemuMonitorCommand(a) => domain::monitor(g, a),
+        Command::QemuAttach { pid } => domain::qemu_attach(g, *pid),
+        Command::DomxmlToNative(a) => domain::to_native(g, a),
+        Command::DomxmlFromNative(a) => domain::from_native(g, a),
+        Command::Capabilities => domain::capabilities(g),
+        Command::Domcapabilities(a) => domain::domcapabilities(g, a),
+        Command::Storage(s) => storage::run(g, s),
         Command::Bench(a) => bench::run(c, a),
     };
+    exit_code(result)
+}
+
+/// Prints a command's error the way every qvisor command does.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -182,7 +150,7 @@ pub fn init_logging() {
         .try_init();
 }
 
-fn version(cli: &Cli) -> anyhow::Result<()> {
+fn version(cli: &Globals) -> anyhow::Result<()> {
     let qvisor = env!("CARGO_PKG_VERSION");
     let sdk = qvisor_sdk::SDK_VERSION;
     let hv = domain::hypervisor_version(cli)

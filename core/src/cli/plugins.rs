@@ -3,10 +3,10 @@
 use crate::connection::plugin_set_file;
 use crate::plugins::{load_specs, plugin_dir, ListPlugins, PluginStatus, Supervisor};
 
-use super::Cli;
+use super::Globals;
 
 /// Loads the connection's plugin set and prints one row per plugin.
-pub fn run(cli: &Cli) -> anyhow::Result<()> {
+pub fn run(cli: &Globals) -> anyhow::Result<()> {
     let set_file = plugin_set_file(cli.connect.as_deref())?;
     let dir = plugin_dir();
     let specs = load_specs(&set_file, &dir)?;

@@ -28,7 +28,7 @@ use crate::connection::resolve;
 use crate::driver::storage::storage_context;
 use crate::plugins::{host::host_for, load_plugin, load_specs, plugin_dir, PluginSpec};
 
-use super::Cli;
+use super::Globals;
 
 /// A pool name (or UUID).
 #[derive(Debug, Args)]
@@ -385,7 +385,7 @@ fn load_storage_plugin(mut specs: Vec<PluginSpec>) -> anyhow::Result<PluginBox> 
 
 impl StorageClient {
     /// Loads the storage plugin of the connection `cli` names.
-    pub fn open(cli: &Cli) -> anyhow::Result<StorageClient> {
+    pub fn open(cli: &Globals) -> anyhow::Result<StorageClient> {
         let target = resolve(cli.connect.as_deref())?;
         let specs = load_specs(&target.paths.plugins_conf, &plugin_dir())?;
         Ok(StorageClient {
@@ -548,7 +548,7 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// Runs one storage command.
-pub fn run(cli: &Cli, cmd: &StorageCommand) -> anyhow::Result<()> {
+pub fn run(cli: &Globals, cmd: &StorageCommand) -> anyhow::Result<()> {
     use StorageCommand as C;
     // --print-xml needs no plugin.
     match cmd {
@@ -822,7 +822,7 @@ pub fn run(cli: &Cli, cmd: &StorageCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pool_list(cli: &Cli, s: &StorageClient, a: &PoolListArgs) -> anyhow::Result<()> {
+fn pool_list(cli: &Globals, s: &StorageClient, a: &PoolListArgs) -> anyhow::Result<()> {
     let pools: Vec<PoolInfo> = s
         .pools()
         .context("Failed to list pools")?

@@ -21,6 +21,8 @@
 //! ```
 
 mod spawn;
+
+pub(crate) use spawn::beside_this_program;
 mod transport;
 
 use std::path::PathBuf;

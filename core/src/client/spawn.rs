@@ -19,22 +19,23 @@ pub const SUPERVISOR_IDLE_SECS: &str = "30";
 
 /// The `qvisord` binary: beside the running program, else on PATH.
 pub fn qvisord_binary() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("qvisord")))
+    beside_this_program("qvisord")
+}
+
+/// The program `name` installed beside the running one (or, for test
+/// binaries in `target/<profile>/deps`, in the profile directory); else
+/// `name` alone, to be looked up on PATH.
+pub fn beside_this_program(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().ok();
+    let dir = exe.as_deref().and_then(std::path::Path::parent);
+    dir.map(|d| d.join(name))
         .filter(|p| p.is_file())
         .or_else(|| {
-            // Test binaries live in target/<profile>/deps.
-            std::env::current_exe()
-                .ok()
-                .and_then(|p| {
-                    p.parent()
-                        .and_then(|d| d.parent())
-                        .map(|d| d.join("qvisord"))
-                })
+            dir.and_then(std::path::Path::parent)
+                .map(|d| d.join(name))
                 .filter(|p| p.is_file())
         })
-        .unwrap_or_else(|| PathBuf::from("qvisord"))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// The descriptor number the supervisor reports readiness on.
