@@ -19,7 +19,7 @@
 //! commands touches code (its RPC procedures, XML formatting, the domain
 //! start path) that an idle daemon does not run, and without this the idle
 //! resident set only grew with each kind of request served (the bench's
-//! idle figure, sampled after its `virsh` sections: 12.4 MiB before, 8 MiB
+//! idle figure, sampled after its `virsh` sections: 12.4 MiB before, 6.4 MiB
 //! with this). The price is paid
 //! once per burst: the next one faults back what it uses from the page
 //! cache, about 125 minor faults for a start or a destroy, and the release
