@@ -452,10 +452,12 @@ impl Bench {
     fn setup(args: &BenchArgs, sizes: Sizes, work: &Path, kvm: bool) -> anyhow::Result<Bench> {
         // What users run: the `qvisor` front end beside this program (the
         // bench itself runs in `qvisor-cli`).
-        let qvisor = Some(crate::client::beside_this_program("qvisor"))
-            .filter(|p| p.is_absolute())
-            .map_or_else(std::env::current_exe, Ok)
-            .context("finding the qvisor binary")?;
+        let front = crate::client::beside_this_program("qvisor");
+        let qvisor = if front.is_absolute() {
+            front
+        } else {
+            std::env::current_exe().context("finding the qvisor binary")?
+        };
         let root = work.join("root");
         let uri = format!("qemu:///embed?root={}", root.display());
         let target = crate::connection::resolve(Some(&uri))?;

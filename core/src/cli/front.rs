@@ -25,7 +25,7 @@ use super::domain::{self, DomainCommand};
 use super::Globals;
 
 /// The full command set's program.
-pub const FULL_CLI: &str = "qvisor-cli";
+const FULL_CLI: &str = "qvisor-cli";
 
 /// The commands the front end runs itself. No help or version flags:
 /// asking for them is a parse error here, and `qvisor-cli` answers.

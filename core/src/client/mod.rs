@@ -21,9 +21,9 @@
 //! ```
 
 mod spawn;
+mod transport;
 
 pub(crate) use spawn::beside_this_program;
-mod transport;
 
 use std::path::PathBuf;
 

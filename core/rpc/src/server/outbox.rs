@@ -55,27 +55,31 @@ impl State {
     /// Writes queued frames until the socket would block; `Err` means the
     /// client is gone.
     fn flush(&mut self) -> io::Result<()> {
-        let Some(stream) = self.stream.clone() else {
+        let State {
+            stream: Some(stream),
+            current,
+            written,
+            frames,
+            ..
+        } = self
+        else {
             return Ok(());
         };
         loop {
-            if self.written >= self.current.len() {
-                match self.frames.pop_front() {
-                    Some(next) => {
-                        self.current = next;
-                        self.written = 0;
-                    }
+            if *written >= current.len() {
+                *written = 0;
+                match frames.pop_front() {
+                    Some(next) => *current = next,
                     None => {
-                        self.current = Vec::new();
-                        self.written = 0;
+                        *current = Vec::new();
                         return Ok(());
                     }
                 }
             }
-            let pending = self.current.get(self.written..).unwrap_or_default();
-            match (&*stream).write(pending) {
+            let pending = current.get(*written..).unwrap_or_default();
+            match (&**stream).write(pending) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
+                Ok(n) => *written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
